@@ -1,0 +1,249 @@
+"""The one storage interface: everything in spotshift talks to an ``ObjectStore``.
+
+Backends implement a handful of primitives (put, stream, head, list, delete,
+ping) and translate their SDK's errors into the errors below, so callers never
+import a cloud SDK. Helpers built on the primitives (``get``, ``exists``,
+``put_json``...) are written once, here.
+
+Conventions every backend follows:
+
+* keys are ``/``-separated strings relative to the store (no leading ``/``);
+* checksums are lowercase hex: ``md5`` is 32 hex chars, ``crc32c`` is 8 hex
+  chars (big-endian, as GCS and Azure define CRC32C);
+* ``version`` is an opaque token (GCS generation, Azure ETag, local
+  nanosecond stamp) accepted back by ``if_version`` for compare-and-swap;
+* ``metadata`` is user metadata: ``str -> str``, keys lowercase ASCII
+  identifiers (``[a-z0-9_]``) so they survive every backend's rules.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO, Union
+
+import google_crc32c
+
+#: Default chunk size for streaming reads and writes (4 MiB).
+CHUNK_SIZE = 4 * 1024 * 1024
+
+#: What ``put`` accepts as a body: whole bytes, a readable binary file, or an
+#: iterable of byte chunks (e.g. another store's ``stream``).
+Body = Union[bytes, bytearray, memoryview, BinaryIO, Iterable[bytes]]
+
+
+class StorageError(Exception):
+    """Base class of every error an ``ObjectStore`` raises."""
+
+
+class ObjectNotFound(StorageError, FileNotFoundError):
+    """The key (or the bucket/container itself) does not exist."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object exists (``if_absent``) or changed (``if_version``)."""
+
+
+class TransientStorageError(StorageError):
+    """A retryable failure: throttling, 5xx, timeout, connection reset."""
+
+
+class StorageConfigError(StorageError):
+    """The store cannot be used as configured: missing bucket, no credentials, bad setting."""
+
+
+class IntegrityError(StorageError):
+    """Bytes written or read do not match the expected checksum; nothing was committed."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one object, from a head or a listing."""
+
+    key: str
+    size: int
+    content_type: str | None = None
+    md5: str | None = None
+    crc32c: str | None = None
+    version: str | None = None
+    updated: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_encoding: str | None = None
+    cache_control: str | None = None
+
+
+class Hasher:
+    """MD5 and CRC32C over a byte stream, fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._crc = google_crc32c.Checksum()
+        self.size = 0
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Add a chunk to both digests."""
+        self._md5.update(chunk)
+        self._crc.update(bytes(chunk) if not isinstance(chunk, bytes) else chunk)
+        self.size += len(chunk)
+
+    @property
+    def md5(self) -> str:
+        """MD5 of everything fed so far, lowercase hex."""
+        return self._md5.hexdigest()
+
+    @property
+    def crc32c(self) -> str:
+        """CRC32C of everything fed so far, 8 lowercase hex chars."""
+        return self._crc.digest().hex()
+
+    def check(self, key: str, expected_md5: str | None, expected_crc32c: str | None) -> None:
+        """Raise ``IntegrityError`` if either expected checksum is given and differs."""
+        if expected_md5 and expected_md5.lower() != self.md5:
+            raise IntegrityError(f"{key}: MD5 mismatch (expected {expected_md5}, got {self.md5})")
+        if expected_crc32c and expected_crc32c.lower() != self.crc32c:
+            raise IntegrityError(
+                f"{key}: CRC32C mismatch (expected {expected_crc32c}, got {self.crc32c})"
+            )
+
+
+def iter_body(body: Body, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield a ``Body`` as chunks of bytes, whatever form it came in."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        view = memoryview(body)
+        if len(view) == 0:
+            return
+        for start in range(0, len(view), chunk_size):
+            yield bytes(view[start : start + chunk_size])
+        return
+    read = getattr(body, "read", None)
+    if callable(read):
+        while True:
+            chunk = read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+        return
+    for chunk in body:  # type: ignore[union-attr]
+        if chunk:
+            yield chunk
+
+
+def validate_key(key: str) -> str:
+    """Reject keys no backend can hold the same way; return the key unchanged."""
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise ValueError(f"invalid object key {key!r}: must be non-empty, no leading or trailing '/'")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid object key {key!r}: empty, '.' or '..' path segment")
+    if "\x00" in key or len(key.encode()) > 1024:
+        raise ValueError(f"invalid object key {key!r}: NUL byte or longer than 1024 bytes")
+    return key
+
+
+class ObjectStore(abc.ABC):
+    """A bucket-like store of immutable-by-replacement objects."""
+
+    #: Short scheme used in ``url``: ``file``, ``gs`` or ``az``.
+    scheme: str = ""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where this store points, for logs and reports (``gs://bucket``); never holds secrets."""
+
+    # -- primitives every backend implements ------------------------------------
+
+    @abc.abstractmethod
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        content_encoding: str | None = None,
+        cache_control: str | None = None,
+        if_absent: bool = False,
+        if_version: str | None = None,
+        expected_md5: str | None = None,
+        expected_crc32c: str | None = None,
+        size: int | None = None,
+    ) -> ObjectInfo:
+        """Write an object atomically and return its info.
+
+        Args:
+            key: object key.
+            body: bytes, a readable binary file, or an iterable of chunks;
+                streamed, never held whole in memory by the backend.
+            content_type, metadata, content_encoding, cache_control: stored
+                with the object.
+            if_absent: fail with ``PreconditionFailed`` if the key exists.
+            if_version: fail with ``PreconditionFailed`` unless the current
+                version token equals this one.
+            expected_md5, expected_crc32c: hex checksums the bytes must have;
+                on mismatch raise ``IntegrityError`` and leave the previous
+                object (or nothing) visible.
+            size: the body's length when known, a hint for choosing single
+                versus block/resumable upload.
+        """
+
+    @abc.abstractmethod
+    def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the object's bytes in chunks; ``ObjectNotFound`` if absent.
+
+        The existence check happens on the first ``next()``.
+        """
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """Return the object's info; ``ObjectNotFound`` if absent."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield info (with metadata and checksums) for every object under ``prefix``, in key order."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
+        """Delete an object; ``ObjectNotFound`` only when absent and not ``missing_ok``."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Check the bucket/container is reachable; ``StorageConfigError`` if it does not exist or access is denied."""
+
+    def close(self) -> None:
+        """Release clients and pools; the store may not be used afterwards."""
+
+    # -- helpers written once on top of the primitives --------------------------
+
+    def get(self, key: str) -> bytes:
+        """Return the whole object (for small objects: job documents, images)."""
+        return b"".join(self.stream(key))
+
+    def exists(self, key: str) -> bool:
+        """True if the key exists."""
+        try:
+            self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def get_json(self, key: str) -> Any:
+        """Return the object parsed as JSON."""
+        return json.loads(self.get(key))
+
+    def put_json(self, key: str, value: Any, **kwargs: Any) -> ObjectInfo:
+        """Write ``value`` as a JSON object; keyword arguments go to ``put``."""
+        data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        return self.put(key, data, content_type="application/json", **kwargs)
+
+    def __enter__(self) -> "ObjectStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url})"

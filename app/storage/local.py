@@ -1,0 +1,249 @@
+"""``LocalStore``: an ObjectStore on a local directory (the embedded default).
+
+Objects are plain files under the root, so results can be opened directly.
+Each object has a JSON sidecar under ``.spotshift/meta/`` holding its content
+type, checksums, version token and user metadata. Writes go to a temporary
+file first and are renamed into place while holding an ``flock`` on
+``.spotshift/lock``, which makes conditional writes safe across processes
+(the API and workers share one directory in local runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .base import (
+    CHUNK_SIZE,
+    Body,
+    Hasher,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    StorageConfigError,
+    iter_body,
+    validate_key,
+)
+
+_INTERNAL = ".spotshift"
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under ``root``; conditional writes under a cross-process lock."""
+
+    scheme = "file"
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._internal = self.root / _INTERNAL
+        self._meta = self._internal / "meta"
+        self._tmp = self._internal / "tmp"
+        if self.root.is_dir():
+            self._meta.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        """``file://`` URL of the root directory."""
+        return f"file://{self.root}"
+
+    # -- paths and locking -------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        if key == _INTERNAL or key.startswith(_INTERNAL + "/"):
+            raise ValueError(f"invalid object key {key!r}: {_INTERNAL}/ is reserved by LocalStore")
+        return self.root / key
+
+    def _meta_path(self, key: str) -> Path:
+        return self._meta / (key + ".json")
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool = True) -> Iterator[None]:
+        self._require_root()
+        with open(self._internal / "lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise StorageConfigError(f"local store directory {self.root} does not exist")
+
+    # -- primitives --------------------------------------------------------------
+
+    def _read_info(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"{self.url}/{key}: not found") from None
+        if not path.is_file():
+            raise ObjectNotFound(f"{self.url}/{key}: not found")
+        try:
+            meta = json.loads(self._meta_path(key).read_text())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            # A file dropped in by hand: no sidecar, version from its stat.
+            meta = {"version": f"{st.st_mtime_ns}-{st.st_size}"}
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=meta.get("content_type"),
+            md5=meta.get("md5"),
+            crc32c=meta.get("crc32c"),
+            version=meta.get("version"),
+            updated=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+            metadata=dict(meta.get("metadata") or {}),
+            content_encoding=meta.get("content_encoding"),
+            cache_control=meta.get("cache_control"),
+        )
+
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        content_encoding: str | None = None,
+        cache_control: str | None = None,
+        if_absent: bool = False,
+        if_version: str | None = None,
+        expected_md5: str | None = None,
+        expected_crc32c: str | None = None,
+        size: int | None = None,
+    ) -> ObjectInfo:
+        """Stream to a temp file, verify, then rename into place under the lock."""
+        path = self._path(key)
+        self._require_root()
+        hasher = Hasher()
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter_body(body):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            hasher.check(key, expected_md5, expected_crc32c)
+            with self._locked():
+                if if_absent or if_version is not None:
+                    try:
+                        current = self._read_info(key)
+                    except ObjectNotFound:
+                        current = None
+                    if if_absent and current is not None:
+                        raise PreconditionFailed(f"{self.url}/{key}: already exists")
+                    if if_version is not None and (current is None or current.version != if_version):
+                        raise PreconditionFailed(f"{self.url}/{key}: version changed")
+                if path.is_dir():
+                    raise PreconditionFailed(f"{self.url}/{key}: a prefix of other objects, not an object")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                version = str(time.time_ns())
+                sidecar = {
+                    "content_type": content_type,
+                    "metadata": dict(metadata or {}),
+                    "md5": hasher.md5,
+                    "crc32c": hasher.crc32c,
+                    "version": version,
+                    "content_encoding": content_encoding,
+                    "cache_control": cache_control,
+                }
+                os.replace(tmp_name, path)
+                tmp_name = ""
+                self._write_sidecar(key, sidecar)
+                return self._read_info(key)
+        finally:
+            if tmp_name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+
+    def _write_sidecar(self, key: str, sidecar: dict) -> None:
+        meta_path = self._meta_path(key)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(sidecar, out)
+        os.replace(tmp, meta_path)
+
+    def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the file's bytes in chunks."""
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"{self.url}/{key}: not found") from None
+        with handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def head(self, key: str) -> ObjectInfo:
+        """Info from the file's stat and its sidecar."""
+        with self._locked(exclusive=False):
+            return self._read_info(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Walk the directory (skipping ``.spotshift/``) and yield infos in key order."""
+        self._require_root()
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d != _INTERNAL]
+                rel_dir = ""
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    keys.append(key)
+        for key in sorted(keys):
+            try:
+                yield self.head(key)
+            except ObjectNotFound:
+                continue  # deleted between the walk and the head
+
+    def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
+        """Remove the file and its sidecar, then any directories left empty."""
+        path = self._path(key)
+        with self._locked():
+            try:
+                current = self._read_info(key)
+            except ObjectNotFound:
+                if missing_ok and if_version is None:
+                    return
+                if if_version is not None:
+                    raise PreconditionFailed(f"{self.url}/{key}: version changed") from None
+                raise
+            if if_version is not None and current.version != if_version:
+                raise PreconditionFailed(f"{self.url}/{key}: version changed")
+            path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self._meta_path(key).unlink()
+            self._prune(path.parent, self.root)
+            self._prune(self._meta_path(key).parent, self._meta)
+
+    @staticmethod
+    def _prune(directory: Path, stop: Path) -> None:
+        while directory != stop and stop in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def ping(self) -> None:
+        """The root must exist and be writable."""
+        self._require_root()
+        if not os.access(self.root, os.W_OK):
+            raise StorageConfigError(f"local store directory {self.root} is not writable")
