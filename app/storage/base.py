@@ -41,7 +41,7 @@ class StorageError(Exception):
 
 
 class ObjectNotFound(StorageError, FileNotFoundError):
-    """The key (or the bucket/container itself) does not exist."""
+    """The key does not exist (a missing bucket/container is a ``StorageConfigError``)."""
 
 
 class PreconditionFailed(StorageError):

@@ -94,9 +94,9 @@ class _Emulator:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise EmulatorError(f"{self.name} exited during start-up (code {self._proc.returncode}): {tail}")
+                code, tail = self._proc.returncode, self.log_tail()
+                self.stop()  # clears self._proc, so read the exit code first
+                raise EmulatorError(f"{self.name} exited during start-up (code {code}): {tail}")
             if _port_open(self.port) and self._ready():
                 return self
             time.sleep(0.1)
@@ -245,13 +245,15 @@ class Azurite(_Emulator):
             str(azurite_binary()),
             "--blobHost", "127.0.0.1",
             "--blobPort", str(self.port),
-            "--location", str(workdir / "data"),
             "--silent",
             "--skipApiVersionCheck",
             "--disableProductStyleUrl",
         ]
         if self.in_memory:
+            # Azurite refuses --inMemoryPersistence together with --location.
             command.append("--inMemoryPersistence")
+        else:
+            command += ["--location", str(workdir / "data")]
         return command
 
     def _ready(self) -> bool:

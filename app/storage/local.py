@@ -184,6 +184,7 @@ class LocalStore(ObjectStore):
         try:
             handle = open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            self._require_root()  # a missing root is a configuration error, as in the other calls
             raise ObjectNotFound(f"{self.url}/{key}: not found") from None
         with handle:
             while chunk := handle.read(chunk_size):

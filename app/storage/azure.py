@@ -1,0 +1,647 @@
+"""``AzureBlobStore``: an ObjectStore on an Azure Blob container (or Azurite).
+
+The SDK builds the client: it parses the connection string or account URL
+and sets up authentication (account key, SAS, or Entra ID via
+``DefaultAzureCredential``, which honours ``AZURE_CLIENT_ID`` for a
+user-assigned managed identity); listing and ``ping`` use it as is. The hot
+per-object calls (Put Blob, Put Block, Put Block List, Get Blob, Get Blob
+Properties, Delete Blob) are plain REST requests, signed by the SDK's own
+credential policy and sent with urllib3 (``http_pool``). Measured on Azurite
+with 32 threads, this takes the client CPU of a small upload from about
+2.5-3 ms (``upload_blob``) to about 1 ms, and it is the only way to stream one
+Put Blob from an iterator: ``upload_blob`` reads a single-put body whole into
+memory first.
+
+Uploads:
+
+* up to ``buffer_max`` (8 MiB): buffered, hashed and checked locally, then one
+  Put Blob with the transactional ``Content-MD5`` (Azure re-checks it);
+* known size up to ``single_put_max`` (64 MiB): one Put Blob streamed through
+  a ``CheckedBody`` that verifies size and checksums before releasing the
+  last bytes, so a mismatch aborts the request and nothing is committed
+  (Azurite spends about 3x more CPU on block uploads than on one Put Blob);
+* otherwise: Put Block per ``block_size`` piece, and Put Block List only
+  after the checksums match (uncommitted blocks are never visible).
+
+Azure has no CRC32C property, so the CRC32C is kept in the reserved metadata
+entry ``spotshift_crc32c`` whenever it is known before the upload commits
+(always, except a streamed Put Blob given no ``expected_crc32c``), and
+``ObjectInfo.crc32c`` reads it back, from listings too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+import urllib3
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.pipeline.transport import HttpRequest, RequestsTransport
+from azure.storage.blob import (
+    BlobProperties,
+    BlobServiceClient,
+    ContainerClient,
+    ExponentialRetry,
+)
+from azure.storage.blob import __version__ as _SDK_VERSION
+
+from ._transfer import (
+    HTTP_ERRORS,
+    RETRY_STATUSES,
+    BodyAborted,
+    CheckedBody,
+    backoff,
+    http_pool,
+    prefetch,
+    regroup,
+    tune_session,
+)
+from .base import (
+    CHUNK_SIZE,
+    Body,
+    Hasher,
+    IntegrityError,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    StorageConfigError,
+    StorageError,
+    TransientStorageError,
+    validate_key,
+)
+
+#: Bodies up to this size are buffered and checked before one Put Blob.
+BUFFER_MAX = 8 * 1024 * 1024
+#: Bodies of known size up to this go in one streamed Put Blob (Azure allows 5000 MiB).
+SINGLE_PUT_MAX = 64 * 1024 * 1024
+#: Put Block piece size for larger or unsized bodies.
+BLOCK_SIZE = 8 * 1024 * 1024
+#: Reserved metadata entry holding the CRC32C (hex); hidden from ``ObjectInfo.metadata``.
+CRC32C_METADATA_KEY = "spotshift_crc32c"
+
+_CREDENTIALS_HINT = (
+    "check the account key or SAS in AZURE_STORAGE_CONNECTION_STRING, or, with AZURE_STORAGE_ACCOUNT_URL, "
+    "run `az login` (or set AZURE_CLIENT_ID for a user-assigned managed identity) and grant "
+    "'Storage Blob Data Contributor' on the container"
+)
+# Azure metadata names must be C# identifiers; values travel as HTTP headers.
+_METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_METADATA_VALUE = re.compile(r"^[\x20-\x7e]*$")
+_META_PREFIX = "x-ms-meta-"
+_USER_AGENT = f"spotshift azsdk-python-storage-blob/{_SDK_VERSION}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _quote_etag(etag: str) -> str:
+    # Get Blob Properties returns ETags quoted, List Blobs unquoted: keep one form.
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Return the metadata, or raise ``ValueError`` for names or values Azure cannot store."""
+    checked = dict(metadata or {})
+    for name, value in checked.items():
+        if not _METADATA_NAME.match(name):
+            raise ValueError(f"metadata name {name!r}: Azure allows letters, digits and '_' only, not first a digit")
+        if name.lower() == CRC32C_METADATA_KEY:
+            raise ValueError(f"metadata name {name!r} is reserved for the stored CRC32C")
+        if not isinstance(value, str) or not _METADATA_VALUE.match(value):
+            raise ValueError(f"metadata {name!r}: Azure needs a printable ASCII string value")
+    return checked
+
+
+def _split_crc(metadata: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
+    user: dict[str, str] = {}
+    crc32c = None
+    for name, value in metadata.items():
+        if name.lower() == CRC32C_METADATA_KEY:
+            crc32c = value.lower()
+        else:
+            user[name] = value or ""  # List Blobs reports an empty value as None
+    return user, crc32c
+
+
+def properties_info(props: BlobProperties) -> ObjectInfo:
+    """Convert the SDK's ``BlobProperties`` (from a listing) to ``ObjectInfo``."""
+    settings = props.content_settings
+    metadata, crc32c = _split_crc(props.metadata or {})
+    return ObjectInfo(
+        key=props.name,
+        size=int(props.size or 0),
+        content_type=settings.content_type,
+        md5=bytes(settings.content_md5).hex() if settings.content_md5 else None,
+        crc32c=crc32c,
+        version=_quote_etag(props.etag) if props.etag else None,
+        updated=props.last_modified,
+        metadata=metadata,
+        content_encoding=settings.content_encoding,
+        cache_control=settings.cache_control,
+    )
+
+
+def headers_info(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+    """Build ``ObjectInfo`` from Get Blob Properties response headers."""
+    raw_meta = {
+        name[len(_META_PREFIX) :]: value for name, value in headers.items() if name.lower().startswith(_META_PREFIX)
+    }
+    metadata, crc32c = _split_crc(raw_meta)
+    md5 = headers.get("Content-MD5")
+    modified = headers.get("Last-Modified")
+    etag = headers.get("ETag")
+    return ObjectInfo(
+        key=key,
+        size=int(headers.get("Content-Length") or 0),
+        content_type=headers.get("Content-Type"),
+        md5=base64.b64decode(md5).hex() if md5 else None,
+        crc32c=crc32c,
+        version=_quote_etag(etag) if etag else None,
+        updated=parsedate_to_datetime(modified) if modified else None,
+        metadata=metadata,
+        content_encoding=headers.get("Content-Encoding"),
+        cache_control=headers.get("Cache-Control"),
+    )
+
+
+class AzureBlobStore(ObjectStore):
+    """Objects in an Azure Blob container; thread-safe, one shared client and connection pool."""
+
+    scheme = "az"
+
+    def __init__(
+        self,
+        container: str,
+        *,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        credential: Any = None,
+        client: BlobServiceClient | ContainerClient | None = None,
+        pool_size: int = 64,
+        timeout: float = 60.0,
+        retries: int = 3,
+        buffer_max: int = BUFFER_MAX,
+        single_put_max: int = SINGLE_PUT_MAX,
+        block_size: int = BLOCK_SIZE,
+    ) -> None:
+        """Open a container; no request is made until the first call.
+
+        Args:
+            container: container name.
+            connection_string: account connection string (key or SAS); wins over ``account_url``.
+            account_url: ``https://ACCOUNT.blob.core.windows.net``; authenticates with
+                ``credential`` or, by default, ``DefaultAzureCredential()``.
+            credential: any credential the SDK accepts, used with ``account_url``.
+            client: an existing ``BlobServiceClient`` or ``ContainerClient`` (not closed by ``close``).
+            pool_size: HTTP connections kept for concurrent calls.
+            timeout: seconds for each socket read (connecting gives up after at most 20 s).
+            retries: retries of idempotent requests on throttling, 5xx and connection errors.
+            buffer_max: bodies up to this size are buffered and checked before sending.
+            single_put_max: bodies of known size up to this are streamed in one Put Blob.
+            block_size: piece size for block uploads.
+        """
+        if not container or "/" in container:
+            raise StorageConfigError(f"invalid Azure container name {container!r}")
+        self.container_name = container
+        self._owned: list[Any] = []
+        if client is None:
+            client = self._build_service(connection_string, account_url, credential, pool_size, timeout, retries)
+            self._owned.append(client)
+        if isinstance(client, ContainerClient):
+            self._container = client
+        else:
+            self._container = client.get_container_client(container)
+        self.container_name = self._container.container_name
+        # The container URL carries the SAS query when the credential is a SAS.
+        self._base, _, self._sas = self._container.url.partition("?")
+        self._host = urlsplit(self._base).netloc
+        self._api_version = self._container.api_version
+        # The SDK's signing policy (account key or Entra ID token); None with a SAS.
+        self._signer = getattr(self._container, "_credential_policy", None)
+        self._http = http_pool(self._base, pool_size, timeout, min(timeout, 20.0))
+        self._retries = retries
+        self._buffer_max = buffer_max
+        self._single_max = single_put_max
+        self._block_size = block_size
+
+    def _build_service(
+        self,
+        connection_string: str | None,
+        account_url: str | None,
+        credential: Any,
+        pool_size: int,
+        timeout: float,
+        retries: int,
+    ) -> BlobServiceClient:
+        session = requests.Session()
+        options: dict[str, Any] = {
+            "transport": RequestsTransport(
+                session=session, session_owner=True, connection_timeout=min(timeout, 20.0), read_timeout=timeout
+            ),
+            # The SDK default waits 15 s, 18 s, 42 s between tries.
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=1
+            ),
+        }
+        if connection_string:
+            try:
+                service = BlobServiceClient.from_connection_string(connection_string, **options)
+            except ValueError:
+                # The SDK's message is safe, but never echo the string itself: it holds the key.
+                raise StorageConfigError(
+                    "AZURE_STORAGE_CONNECTION_STRING is malformed: expected "
+                    "'AccountName=...;AccountKey=...;...' or 'BlobEndpoint=...;SharedAccessSignature=...'"
+                ) from None
+        elif account_url:
+            if credential is None and "sig=" not in urlsplit(account_url).query:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+                self._owned.append(credential)
+            try:
+                service = BlobServiceClient(account_url, credential=credential, **options)
+            except ValueError as err:
+                raise StorageConfigError(f"AZURE_STORAGE_ACCOUNT_URL rejected: {err}") from None
+        else:
+            raise StorageConfigError("Azure storage needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+        tune_session(session, service.url.partition("?")[0], pool_size)
+        return service
+
+    @property
+    def url(self) -> str:
+        """``az://container``."""
+        return f"az://{self.container_name}"
+
+    # -- requests and error translation -------------------------------------------
+
+    def _blob_url(self, key: str, query: str = "") -> str:
+        params = "&".join(part for part in (query, self._sas) if part)
+        return f"{self._base}/{quote(key, safe='/~')}" + (f"?{params}" if params else "")
+
+    def _send(
+        self,
+        method: str,
+        key: str,
+        *,
+        expect: tuple[int, ...],
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        stream: bool = False,
+        retry: bool = True,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send one signed REST request; retry what is safe to; raise ours on failure."""
+        url = self._blob_url(key, query)
+        attempts = 1 + (self._retries if retry else 0)
+        for attempt in range(attempts):
+            signed_url, signed_headers = self._sign(method, url, headers, key)
+            try:
+                response = self._http.urlopen(
+                    method,
+                    signed_url,
+                    body=data,
+                    headers=signed_headers,
+                    redirect=False,
+                    preload_content=not stream,
+                    decode_content=False,
+                )
+            except HTTP_ERRORS as err:
+                if attempt + 1 < attempts:
+                    backoff(attempt)
+                    continue
+                raise TransientStorageError(
+                    f"{self.url}/{key}: cannot reach Azure Blob storage at {self._host} ({type(err).__name__})"
+                ) from err
+            if response.status in RETRY_STATUSES and attempt + 1 < attempts:
+                _discard(response)
+                backoff(attempt)
+                continue
+            break
+        if response.status not in expect:
+            code = response.headers.get("x-ms-error-code", "")
+            _discard(response)
+            raise self._status_error(response.status, code, key)
+        return response
+
+    def _sign(
+        self, method: str, url: str, headers: Mapping[str, str] | None, key: str
+    ) -> tuple[str, Mapping[str, str]]:
+        """Add the date, version and the SDK credential policy's Authorization header."""
+        # Header names stay lowercase: the Shared Key signer only picks up "x-ms-" as written.
+        base = {"x-ms-version": self._api_version, "x-ms-date": formatdate(usegmt=True), "user-agent": _USER_AGENT}
+        base.update(headers or {})
+        if self._signer is None:
+            return url, base
+        request = HttpRequest(method, url, headers=base)
+        try:
+            self._signer.on_request(PipelineRequest(request, PipelineContext(None)))
+        except ServiceRequestError as err:
+            # azure-core refuses to send a bearer token over plain http.
+            raise StorageConfigError(
+                f"{self.url}: Entra ID credentials need an https:// account URL (AZURE_STORAGE_ACCOUNT_URL)"
+            ) from err
+        except AzureError as err:
+            raise self._translate(err, key) from err
+        return request.url, request.headers
+
+    def _status_error(self, status: int, code: str, key: str | None, *, container_call: bool = False) -> StorageError:
+        where = f"{self.url}/{key}" if key else self.url
+        detail = f"HTTP {status}" + (f" {code}" if code else "")
+        if status == 404:
+            if container_call or code == "ContainerNotFound":
+                return StorageConfigError(f"{self.url}: container does not exist or is not accessible")
+            return ObjectNotFound(f"{where}: not found")
+        if status in (409, 412):
+            return PreconditionFailed(f"{where}: precondition failed ({detail}: blob exists or its ETag changed)")
+        if status in (401, 403):
+            return StorageConfigError(f"{where}: access denied ({detail}); {_CREDENTIALS_HINT}")
+        if status == 400 and code == "Md5Mismatch":
+            return IntegrityError(f"{where}: Azure computed a different MD5 for the bytes it received ({detail})")
+        if status in (408, 429) or status >= 500:
+            return TransientStorageError(f"{where}: temporary failure ({detail})")
+        return StorageError(f"{where}: request rejected ({detail})")
+
+    def _translate(self, err: AzureError, key: str | None, *, container_call: bool = False) -> StorageError:
+        where = f"{self.url}/{key}" if key else self.url
+        if isinstance(err, ClientAuthenticationError) and not err.status_code:
+            # Raised by credentials (CredentialUnavailableError and friends) before any request.
+            return StorageConfigError(f"{where}: no usable Azure credential; {_CREDENTIALS_HINT}")
+        if isinstance(err, HttpResponseError) and err.status_code:
+            code = getattr(err, "error_code", None) or ""
+            code = str(getattr(code, "value", code))
+            return self._status_error(err.status_code, code, key, container_call=container_call)
+        if isinstance(err, (ServiceRequestError, ServiceResponseError)):
+            # The SDK's message may quote the request URL, SAS included: leave it out.
+            return TransientStorageError(
+                f"{where}: cannot reach Azure Blob storage at {self._host} ({type(err).__name__})"
+            )
+        return StorageError(f"{where}: {type(err).__name__}")
+
+    # -- primitives --------------------------------------------------------------
+
+    def _put_headers(
+        self,
+        *,
+        content_type: str | None,
+        metadata: dict[str, str],
+        content_encoding: str | None,
+        cache_control: str | None,
+        crc32c: str | None,
+        if_absent: bool,
+        if_version: str | None,
+    ) -> dict[str, str]:
+        headers = {"x-ms-blob-content-type": content_type or "application/octet-stream"}
+        if content_encoding:
+            headers["x-ms-blob-content-encoding"] = content_encoding
+        if cache_control:
+            headers["x-ms-blob-cache-control"] = cache_control
+        for name, value in metadata.items():
+            headers[_META_PREFIX + name] = value
+        if crc32c:
+            headers[_META_PREFIX + CRC32C_METADATA_KEY] = crc32c.lower()
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        if if_version is not None:
+            headers["If-Match"] = _quote_etag(if_version)
+        return headers
+
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        content_encoding: str | None = None,
+        cache_control: str | None = None,
+        if_absent: bool = False,
+        if_version: str | None = None,
+        expected_md5: str | None = None,
+        expected_crc32c: str | None = None,
+        size: int | None = None,
+    ) -> ObjectInfo:
+        """One Put Blob (buffered or streamed) or blocks; checksums verified before commit."""
+        validate_key(key)
+        if if_absent and if_version is not None:
+            raise ValueError("put: pass either if_absent or if_version, not both")
+        user_metadata = _check_metadata(metadata)
+        common = {
+            "content_type": content_type,
+            "metadata": user_metadata,
+            "content_encoding": content_encoding,
+            "cache_control": cache_control,
+            "if_absent": if_absent,
+            "if_version": if_version,
+        }
+        data, rest = prefetch(body, self._buffer_max, size)
+        if data is not None:
+            hasher = Hasher()
+            hasher.update(data)
+            if size is not None and size != len(data):
+                raise IntegrityError(f"{key}: body has {len(data)} bytes, the declared size was {size}")
+            hasher.check(key, expected_md5, expected_crc32c)
+            headers = self._put_headers(crc32c=hasher.crc32c, **common)
+            headers.update(
+                {
+                    "x-ms-blob-type": "BlockBlob",
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(data)),
+                    "Content-MD5": _b64(bytes.fromhex(hasher.md5)),
+                }
+            )
+            response = self._send("PUT", key, headers=headers, data=data, expect=(201,))
+            return self._written(key, len(data), hasher.md5, hasher.crc32c, response.headers, **common)
+        if size is not None and size <= self._single_max:
+            return self._put_streamed(key, rest, size, expected_md5, expected_crc32c, common)
+        return self._put_blocks(key, rest, size, expected_md5, expected_crc32c, common)
+
+    def _put_streamed(
+        self,
+        key: str,
+        chunks: Iterator[bytes],
+        size: int,
+        expected_md5: str | None,
+        expected_crc32c: str | None,
+        common: dict[str, Any],
+    ) -> ObjectInfo:
+        body = CheckedBody(chunks, key, expected_md5=expected_md5, expected_crc32c=expected_crc32c, size=size)
+        headers = self._put_headers(crc32c=expected_crc32c, **common)
+        headers.update(
+            {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        )
+        if expected_md5:
+            headers["Content-MD5"] = _b64(bytes.fromhex(expected_md5))
+        try:
+            response = self._send("PUT", key, headers=headers, data=body, expect=(201,), retry=False)
+        except BodyAborted:
+            raise body.error from None  # type: ignore[misc]
+        if not body.finished:
+            raise TransientStorageError(f"{self.url}/{key}: the service answered before the whole body was sent")
+        crc32c = expected_crc32c.lower() if expected_crc32c else None
+        return self._written(key, size, body.hasher.md5, crc32c, response.headers, **common)
+
+    def _put_blocks(
+        self,
+        key: str,
+        chunks: Iterator[bytes],
+        size: int | None,
+        expected_md5: str | None,
+        expected_crc32c: str | None,
+        common: dict[str, Any],
+    ) -> ObjectInfo:
+        hasher = Hasher()
+        # Random per upload so concurrent uploads of one key never mix blocks;
+        # Azure wants every block ID of a blob to have the same length.
+        upload_id = uuid.uuid4().hex
+        block_ids: list[str] = []
+        for piece in regroup(chunks, self._block_size):
+            hasher.update(piece)
+            if size is not None and hasher.size > size:
+                raise IntegrityError(f"{key}: body is longer than the declared size of {size} bytes")
+            block_id = _b64(f"{upload_id}-{len(block_ids):08d}".encode())
+            self._send(
+                "PUT",
+                key,
+                query=f"comp=block&blockid={quote(block_id, safe='')}",
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(piece))},
+                data=piece,
+                expect=(201,),
+            )
+            block_ids.append(block_id)
+        if size is not None and hasher.size != size:
+            raise IntegrityError(f"{key}: body has {hasher.size} bytes, the declared size was {size}")
+        # Nothing is committed yet: on a mismatch the staged blocks stay invisible
+        # and Azure discards them after a week.
+        hasher.check(key, expected_md5, expected_crc32c)
+        listing = "".join(f"<Latest>{block_id}</Latest>" for block_id in block_ids)
+        xml = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listing}</BlockList>'.encode()
+        headers = self._put_headers(crc32c=hasher.crc32c, **common)
+        headers.update(
+            {
+                "x-ms-blob-content-md5": _b64(bytes.fromhex(hasher.md5)),
+                "Content-Type": "application/xml",
+                "Content-Length": str(len(xml)),
+            }
+        )
+        response = self._send("PUT", key, query="comp=blocklist", headers=headers, data=xml, expect=(201,))
+        return self._written(key, hasher.size, hasher.md5, hasher.crc32c, response.headers, **common)
+
+    def _written(
+        self,
+        key: str,
+        size: int,
+        md5: str,
+        crc32c: str | None,
+        headers: Mapping[str, str],
+        *,
+        content_type: str | None,
+        metadata: dict[str, str],
+        content_encoding: str | None,
+        cache_control: str | None,
+        **_: Any,
+    ) -> ObjectInfo:
+        """The info of an object just written, from what was sent and the response headers."""
+        modified = headers.get("Last-Modified")
+        return ObjectInfo(
+            key=key,
+            size=size,
+            content_type=content_type or "application/octet-stream",
+            md5=md5,
+            crc32c=crc32c,
+            version=_quote_etag(headers["ETag"]),
+            updated=parsedate_to_datetime(modified) if modified else None,
+            metadata=dict(metadata),
+            content_encoding=content_encoding,
+            cache_control=cache_control,
+        )
+
+    def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """One streaming Get Blob; memory bounded by ``chunk_size``."""
+        validate_key(key)
+        return self._stream(key, chunk_size)
+
+    def _stream(self, key: str, chunk_size: int) -> Iterator[bytes]:
+        response = self._send("GET", key, expect=(200,), stream=True)
+        finished = False
+        try:
+            # Stored bytes as they are: no gunzip of gzip-encoded blobs.
+            yield from response.stream(chunk_size, decode_content=False)
+            finished = True
+        except HTTP_ERRORS as err:
+            raise TransientStorageError(f"{self.url}/{key}: download interrupted ({type(err).__name__})") from err
+        finally:
+            if not finished:
+                response.close()  # unread bytes left: the connection cannot be reused
+            response.release_conn()
+
+    def head(self, key: str) -> ObjectInfo:
+        """One Get Blob Properties request."""
+        validate_key(key)
+        response = self._send("HEAD", key, expect=(200,))
+        return headers_info(key, response.headers)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Paginated List Blobs (5,000 per page) including metadata, so no per-object request."""
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            pages = self._container.list_blobs(
+                name_starts_with=prefix or None, include=["metadata"], results_per_page=5000
+            )
+            for props in pages:
+                yield properties_info(props)
+        except AzureError as err:
+            raise self._translate(err, None, container_call=True) from err
+
+    def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
+        """Delete Blob, with ``If-Match`` when ``if_version`` is given."""
+        validate_key(key)
+        headers = {"If-Match": _quote_etag(if_version)} if if_version is not None else None
+        try:
+            self._send("DELETE", key, headers=headers, expect=(202,))
+        except ObjectNotFound:
+            if if_version is not None:
+                raise PreconditionFailed(f"{self.url}/{key}: precondition failed (blob is gone)") from None
+            if missing_ok:
+                return
+            raise
+
+    def ping(self) -> None:
+        """List at most one blob: works with a container-scoped SAS or data-plane role alone."""
+        try:
+            next(iter(self._container.list_blobs(results_per_page=1)), None)
+        except AzureError as err:
+            raise self._translate(err, None, container_call=True) from err
+
+    def close(self) -> None:
+        """Drop this store's connections; close the client and credential if this store created them."""
+        self._http.clear()
+        for owned in reversed(self._owned):
+            with contextlib.suppress(Exception):  # closing is best effort
+                owned.close()
+        self._owned.clear()
+
+
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Finish with an error response so its connection can go back to the pool."""
+    try:
+        response.drain_conn()
+    finally:
+        response.release_conn()
