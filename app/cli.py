@@ -1,6 +1,15 @@
-"""The ``spotshift`` command: ``api``, ``worker`` and the migration commands."""
+"""The ``spotshift`` command: ``api``, ``worker``, ``demo`` and the migration commands.
+
+Heavy imports (FastAPI, uvicorn, Pillow, cloud SDKs) happen inside the
+commands so ``spotshift --help`` and the migration commands start fast.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -11,6 +20,64 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+#: Exit code for a missing or invalid setting.
+EXIT_CONFIG = 2
+
+T = TypeVar("T")
+
+
+def _configured(start: Callable[[Any], T]) -> T:
+    """Load settings and call ``start(settings)``; a configuration error exits 2 with one line."""
+    from app.settings import ConfigError, load_settings
+    from app.storage.base import StorageConfigError
+
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.LOG_LEVEL,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return start(settings)
+    except (ConfigError, StorageConfigError) as exc:
+        typer.echo(f"spotshift: configuration error: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8080,
+) -> None:
+    """Serve the HTTP API: upload page, jobs, results, /healthz, /readyz, /metrics."""
+    from app.api.server import serve
+
+    _configured(lambda settings: serve(host, port, settings))
+
+
+@cli.command()
+def worker(
+    burst: Annotated[bool, typer.Option("--burst", help="Exit once no job is queued or in progress.")] = False,
+) -> None:
+    """Process queued jobs until SIGTERM/SIGINT or an eviction notice (or, with --burst, until the queue is empty)."""
+    from app.worker import run_worker
+
+    code = _configured(lambda settings: run_worker(settings, burst=burst))
+    raise typer.Exit(code)
+
+
+@cli.command()
+def demo(
+    store_dir: Annotated[
+        Path | None,
+        typer.Option(file_okay=False, help="Local store directory (default: a new temporary directory)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the jobs.")] = 60.0,
+) -> None:
+    """Run the workload locally: API + worker on a local store, a few generated images, their results."""
+    from app.demo import run_demo
+
+    raise typer.Exit(run_demo(store_dir, timeout=timeout))
 
 
 def main() -> None:

@@ -1,0 +1,176 @@
+"""Eviction watchers against a fake metadata server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from app.eviction import azure_preempt_scheduled, build_watcher, gcp_preempted
+from app.settings import Settings
+from app.storage import LocalStore
+from app.worker import Worker
+
+from .test_worker import wait_until
+
+
+class FakeMetadata:
+    """Answers every GET with ``body`` if the request carries ``header``, else 403; records requests."""
+
+    def __init__(self, header: tuple[str, str], body: bytes, status: int = 200) -> None:
+        self.header = header
+        self.body = body
+        self.status = status
+        self.requests: list[dict[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.requests.append(dict(self.headers))
+                if self.headers.get(fake.header[0]) != fake.header[1]:
+                    self._answer(403, b"missing metadata header")
+                else:
+                    self._answer(fake.status, fake.body)
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metadata"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def metadata_server() -> Iterator[Callable[..., FakeMetadata]]:
+    """Start fake metadata servers; all are shut down after the test."""
+    servers: list[FakeMetadata] = []
+
+    def start(header: tuple[str, str], body: bytes, status: int = 200) -> FakeMetadata:
+        server = FakeMetadata(header, body, status)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+GCP_HEADER = ("Metadata-Flavor", "Google")
+AZURE_HEADER = ("Metadata", "true")
+
+
+def azure_events(*event_types: str) -> bytes:
+    events = [
+        {"EventId": f"evt-{n}", "EventType": kind, "ResourceType": "VirtualMachine", "NotBefore": "Mon, 1 Jan 2024"}
+        for n, kind in enumerate(event_types)
+    ]
+    return json.dumps({"DocumentIncarnation": len(events), "Events": events}).encode()
+
+
+def test_gcp_check_sends_the_metadata_flavor_header(metadata_server: Callable[..., FakeMetadata]) -> None:
+    server = metadata_server(GCP_HEADER, b"TRUE")
+
+    reason = gcp_preempted(server.url)
+
+    assert reason is not None and "preempted" in reason
+    assert server.requests[0]["Metadata-Flavor"] == "Google"
+
+
+def test_gcp_check_is_quiet_while_not_preempted(metadata_server: Callable[..., FakeMetadata]) -> None:
+    server = metadata_server(GCP_HEADER, b"FALSE")
+
+    assert gcp_preempted(server.url) is None
+
+
+def test_azure_check_finds_preempt_among_other_events(metadata_server: Callable[..., FakeMetadata]) -> None:
+    server = metadata_server(AZURE_HEADER, azure_events("Freeze", "Preempt"))
+
+    reason = azure_preempt_scheduled(server.url)
+
+    assert reason is not None and "Preempt evt-1" in reason
+    assert server.requests[0]["Metadata"] == "true"
+
+
+@pytest.mark.parametrize("body", [azure_events(), azure_events("Freeze", "Reboot", "Redeploy"), b"{}"])
+def test_azure_check_ignores_events_other_than_preempt(
+    metadata_server: Callable[..., FakeMetadata], body: bytes
+) -> None:
+    server = metadata_server(AZURE_HEADER, body)
+
+    assert azure_preempt_scheduled(server.url) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "header", "calm", "evicted"),
+    [
+        ("gcp", GCP_HEADER, b"FALSE", b"TRUE"),
+        ("azure", AZURE_HEADER, azure_events("Freeze"), azure_events("Preempt")),
+    ],
+)
+def test_eviction_notice_triggers_the_worker_drain(
+    local_store: LocalStore,
+    make_settings: Callable[..., Settings],
+    metadata_server: Callable[..., FakeMetadata],
+    kind: str,
+    header: tuple[str, str],
+    calm: bytes,
+    evicted: bytes,
+) -> None:
+    server = metadata_server(header, calm)
+    settings = make_settings(
+        EVICTION_WATCH=kind,
+        GCP_METADATA_URL=server.url,
+        AZURE_SCHEDULED_EVENTS_URL=server.url,
+        EVICTION_POLL_SECONDS=0.02,
+    )
+    worker = Worker(local_store, settings)
+    watcher = build_watcher(settings, worker.stop)
+    assert watcher is not None
+    run = threading.Thread(target=worker.run, daemon=True)
+    run.start()
+    watcher.start()
+    wait_until(lambda: len(server.requests) >= 2, "the watcher to poll")
+    assert not worker.stopping
+
+    server.body = evicted
+    run.join(10)
+    watcher.join(10)
+
+    assert not run.is_alive() and not watcher.is_alive()
+    assert worker.stop_reason is not None and ("preempted" in worker.stop_reason or "Preempt" in worker.stop_reason)
+
+
+def test_metadata_errors_do_not_trigger_a_drain(
+    make_settings: Callable[..., Settings], metadata_server: Callable[..., FakeMetadata]
+) -> None:
+    server = metadata_server(GCP_HEADER, b"TRUE", status=500)
+    settings = make_settings(EVICTION_WATCH="gcp", GCP_METADATA_URL=server.url, EVICTION_POLL_SECONDS=0.01)
+    reasons: list[str] = []
+    watcher = build_watcher(settings, reasons.append)
+    assert watcher is not None
+
+    watcher.start()
+    wait_until(lambda: len(server.requests) >= 3, "several polls")
+    watcher.stop()
+    watcher.join(10)
+
+    assert reasons == []
+
+
+def test_no_watcher_when_eviction_watch_is_off(settings: Settings) -> None:
+    assert build_watcher(settings, lambda reason: None) is None
