@@ -1,0 +1,110 @@
+"""``AzureBlobStorage``: a locked-down StorageV2 account, one private container and data-plane grants."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_azure_native as azure_native
+
+from infra.azure.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
+
+
+@dataclass
+class BlobDataContributor:
+    """A principal granted "Storage Blob Data Contributor" on the account."""
+
+    key: str
+    """Short name for the role assignment resource (``workload``, ``deployer``)."""
+    principal_id: pulumi.Input[str]
+    """Object id of the principal."""
+    principal_type: str
+    """``User``, ``Group`` or ``ServicePrincipal``; a new managed identity must say
+    ``ServicePrincipal`` or Azure may answer PrincipalNotFound while Entra ID replicates."""
+
+
+@dataclass
+class AzureBlobStorageArgs:
+    """Inputs of :class:`AzureBlobStorage`."""
+
+    resource_group_name: pulumi.Input[str]
+    """Resource group."""
+    location: pulumi.Input[str]
+    """Azure region."""
+    account_name: pulumi.Input[str]
+    """Globally unique account name (3-24 lowercase letters and digits)."""
+    subscription_id: pulumi.Input[str]
+    """Subscription of the built-in role definition."""
+    container_name: str = "spotshift"
+    """The container that holds every object of the workload."""
+    allow_shared_key_access: bool = False
+    """Allow account keys and SAS; off, all data access goes through Entra ID."""
+    contributors: Sequence[BlobDataContributor] = field(default_factory=list)
+    """Principals granted data access, scoped to this account only."""
+
+
+class AzureBlobStorage(pulumi.ComponentResource):
+    """StorageV2 with TLS 1.2+, HTTPS only, no public blobs, no shared keys by default."""
+
+    account_name: pulumi.Output[str]
+    account_id: pulumi.Output[str]
+    account_url: pulumi.Output[str]
+    container_name: pulumi.Output[str]
+    role_assignments: list[azure_native.authorization.RoleAssignment]
+
+    def __init__(self, name: str, args: AzureBlobStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("spotshift:azure:AzureBlobStorage", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        account = azure_native.storage.StorageAccount(
+            f"{name}-account",
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            account_name=args.account_name,
+            kind="StorageV2",
+            sku={"name": "Standard_LRS"},
+            access_tier="Hot",
+            allow_blob_public_access=False,
+            minimum_tls_version="TLS1_2",
+            enable_https_traffic_only=True,
+            allow_shared_key_access=args.allow_shared_key_access,
+            default_to_o_auth_authentication=True,
+            allow_cross_tenant_replication=False,
+            opts=child,
+        )
+        container = azure_native.storage.BlobContainer(
+            f"{name}-container",
+            resource_group_name=args.resource_group_name,
+            account_name=account.name,
+            container_name=args.container_name,
+            public_access="None",
+            opts=child,
+        )
+        contributor_role = role_definition_id(args.subscription_id, STORAGE_BLOB_DATA_CONTRIBUTOR)
+        self.role_assignments = [
+            azure_native.authorization.RoleAssignment(
+                f"{name}-{contributor.key}-blob-data",
+                principal_id=contributor.principal_id,
+                principal_type=contributor.principal_type,
+                role_definition_id=contributor_role,
+                scope=account.id,
+                opts=child,
+            )
+            for contributor in args.contributors
+        ]
+
+        self.account_name = account.name
+        self.account_id = account.id
+        # The provider reports the endpoint with a trailing slash; the workload and
+        # the migration expect https://<account>.blob.core.windows.net.
+        self.account_url = account.primary_endpoints.apply(lambda endpoints: endpoints.blob.rstrip("/"))
+        self.container_name = container.name
+        self.register_outputs(
+            {
+                "account_name": self.account_name,
+                "account_id": self.account_id,
+                "account_url": self.account_url,
+                "container_name": self.container_name,
+            }
+        )
