@@ -1,0 +1,209 @@
+"""The azure-target stack: the workload on Azure Spot VMs with its state in a private storage account.
+
+``spotshift:migrationStage`` stages the move: ``provision`` builds the Azure
+side only; ``sync`` and ``cutover`` add the object migration from the
+gcp-source stack's bucket (see "Migration stages" below).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.azure import EVICTION_POLICIES, AzureSpotWorkload, AzureSpotWorkloadArgs
+from infra.images import ImageBuildArgs
+from stacks._config import (
+    ConfigError,
+    read_bool,
+    read_choice,
+    read_cidr,
+    read_cidr_list,
+    read_int,
+    read_str,
+    require_str,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Every value ``spotshift:migrationStage`` may take, in rollout order.
+MIGRATION_STAGES = ("provision", "sync", "cutover")
+#: Stages this version implements; the others are refused before any resource is created.
+IMPLEMENTED_STAGES = ("provision",)
+#: Kinds of principal that can run `pulumi up` (and receive blob data access).
+PRINCIPAL_TYPES = ("User", "ServicePrincipal", "Group")
+
+_LOCATION = re.compile(r"^[a-z]+[a-z0-9]*$")
+_SSH_KEY = re.compile(r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
+
+
+@dataclass(frozen=True)
+class AzureTargetConfig:
+    """Validated config of the azure-target stack."""
+
+    location: str
+    image: str | None
+    build_image: bool
+    vm_size: str
+    worker_count: int
+    api_port: int
+    allowed_cidrs: list[str]
+    ssh_source_cidr: str | None
+    ssh_public_key: str
+    eviction_policy: str
+    allow_shared_key_access: bool
+    grant_deployer_data_access: bool
+    deployer_principal_type: str
+    migration_stage: str
+    source_stack: str | None
+
+
+def load_config() -> AzureTargetConfig:
+    """Read and validate every key this stack uses; ConfigError names the first bad key."""
+    location = read_str("azure-native:location", "westeurope").lower().replace(" ", "")
+    if not _LOCATION.match(location):
+        raise ConfigError(f"azure-native:location must be an Azure region such as westeurope (got {location!r})")
+
+    build_image = read_bool("spotshift:buildImage")
+    image = read_str("spotshift:image")
+    if not build_image and image is None:
+        raise ConfigError(
+            "spotshift:image is required: set it to a pullable image reference, "
+            "or set spotshift:buildImage to true to build and push this checkout"
+        )
+    if build_image and not (REPO_ROOT / "Dockerfile").is_file():
+        raise ConfigError(f"spotshift:buildImage is true but there is no Dockerfile in {REPO_ROOT}")
+    api_port = read_int("spotshift:apiPort", 1, 65535)
+    if api_port == 22:
+        raise ConfigError("spotshift:apiPort must not be 22 (that is SSH)")
+
+    ssh_public_key = require_str(
+        "spotshift:sshPublicKey",
+        "password login is disabled on the VMs; run `pulumi config set spotshift:sshPublicKey \"$(cat ~/.ssh/id_ed25519.pub)\"`",
+    )
+    if not _SSH_KEY.match(ssh_public_key):
+        raise ConfigError(
+            "spotshift:sshPublicKey must be one OpenSSH public key line (ssh-ed25519/ssh-rsa/ecdsa-...), "
+            "never a private key"
+        )
+
+    stage = read_choice("spotshift:migrationStage", MIGRATION_STAGES)
+    if stage not in IMPLEMENTED_STAGES:
+        raise ConfigError(
+            f"spotshift:migrationStage {stage!r} is not available in this version "
+            f"(implemented: {', '.join(IMPLEMENTED_STAGES)})"
+        )
+    source_stack = read_str("spotshift:sourceStack")
+    if source_stack is not None and len([part for part in source_stack.split("/") if part]) != 3:
+        raise ConfigError(
+            f"spotshift:sourceStack must be a fully qualified stack name such as "
+            f"my-org/spotshift/gcp-source (got {source_stack!r})"
+        )
+
+    return AzureTargetConfig(
+        location=location,
+        image=image,
+        build_image=build_image,
+        vm_size=read_str("spotshift:vmSize", "Standard_D2as_v5"),
+        worker_count=read_int("spotshift:workerCount", 0, 1000),
+        api_port=api_port,
+        allowed_cidrs=read_cidr_list("spotshift:allowedCidrs"),
+        ssh_source_cidr=read_cidr("spotshift:sshSourceCidr"),
+        ssh_public_key=ssh_public_key,
+        eviction_policy=read_choice("spotshift:evictionPolicy", EVICTION_POLICIES),
+        allow_shared_key_access=read_bool("spotshift:allowSharedKeyAccess"),
+        grant_deployer_data_access=read_bool("spotshift:grantDeployerDataAccess"),
+        deployer_principal_type=read_choice("spotshift:deployerPrincipalType", PRINCIPAL_TYPES),
+        migration_stage=stage,
+        source_stack=source_stack,
+    )
+
+
+# --- Migration stages --------------------------------------------------------
+
+
+@dataclass
+class MigrationTarget:
+    """What the sync/cutover stages need from the provisioned Azure side."""
+
+    storage_account_url: pulumi.Output[str]
+    """``https://<account>.blob.core.windows.net``: the copy's destination endpoint."""
+    container_name: pulumi.Output[str]
+    """Destination container."""
+    storage_account_id: pulumi.Output[str]
+    """ARM id of the account (scope of the role assignments)."""
+    storage_account_name: pulumi.Output[str]
+    """Account name."""
+    resource_group_name: pulumi.Output[str]
+    """Resource group of the account."""
+    data_access_grants: list[pulumi.Resource] = field(default_factory=list)
+    """Blob-data role assignments (workload identity, deployer): ``depends_on`` them before writing blobs."""
+
+
+def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> dict[str, Any]:
+    """Resources and exports of the configured migration stage; ``provision`` adds none.
+
+    ``sync`` and ``cutover`` add the ObjectMigration resource here: a
+    StackReference to ``config.source_stack`` gives the source bucket (and, for
+    cutover, ``frozen``); the resource writes to ``target.storage_account_url`` /
+    ``target.container_name`` with the deployer's Entra ID identity and
+    ``depends_on=target.data_access_grants``.
+    """
+    if config.migration_stage == "provision":
+        return {}
+    raise ConfigError(f"spotshift:migrationStage {config.migration_stage!r} is not available in this version")
+
+
+# --- Program -----------------------------------------------------------------
+
+
+def main() -> dict[str, Any]:
+    """Build the azure-target stack and export its outputs (also returned, for tests)."""
+    config = load_config()
+
+    workload = AzureSpotWorkload(
+        "spotshift",
+        AzureSpotWorkloadArgs(
+            location=config.location,
+            ssh_public_key=config.ssh_public_key,
+            image=config.image,
+            build=ImageBuildArgs(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / "Dockerfile"))
+            if config.build_image
+            else None,
+            vm_size=config.vm_size,
+            worker_count=config.worker_count,
+            api_port=config.api_port,
+            allowed_cidrs=config.allowed_cidrs,
+            ssh_source_cidr=config.ssh_source_cidr,
+            eviction_policy=config.eviction_policy,
+            allow_shared_key_access=config.allow_shared_key_access,
+            grant_deployer_data_access=config.grant_deployer_data_access,
+            deployer_principal_type=config.deployer_principal_type,
+        ),
+    )
+    target = MigrationTarget(
+        storage_account_url=workload.storage_account_url,
+        container_name=workload.container_name,
+        storage_account_id=workload.storage_account_id,
+        storage_account_name=workload.storage_account_name,
+        resource_group_name=workload.resource_group_name,
+        data_access_grants=list(workload.data_access_grants),
+    )
+
+    outputs: dict[str, Any] = {
+        "api_url": workload.api_url,
+        "api_ip": workload.api_ip,
+        "resource_group_name": workload.resource_group_name,
+        "storage_account_name": workload.storage_account_name,
+        "storage_account_url": workload.storage_account_url,
+        "container_name": workload.container_name,
+        "identity_client_id": workload.identity_client_id,
+        "migration_stage": config.migration_stage,
+    }
+    outputs.update(add_migration_stage(config, target))
+    for name, value in outputs.items():
+        pulumi.export(name, value)
+    return outputs

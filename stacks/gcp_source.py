@@ -1,0 +1,135 @@
+"""The gcp-source stack: the workload on GCP Spot VMs with its state in a private GCS bucket.
+
+``spotshift:freeze: true`` is the cutover freeze: the API turns read-only, the
+worker group scales to zero and the stack exports ``frozen: true``, which the
+azure-target stack's cutover stage checks before its final sync.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.gcp import PROVISIONING_MODELS, GcpSpotWorkload, GcpSpotWorkloadArgs
+from infra.images import ImageBuildArgs
+from stacks._config import (
+    ConfigError,
+    read_bool,
+    read_choice,
+    read_cidr,
+    read_cidr_list,
+    read_int,
+    read_str,
+    require_str,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+
+
+@dataclass(frozen=True)
+class GcpSourceConfig:
+    """Validated config of the gcp-source stack."""
+
+    project: str
+    region: str
+    zone: str
+    image: str | None
+    build_image: bool
+    machine_type: str
+    worker_count: int
+    api_port: int
+    allowed_cidrs: list[str]
+    ssh_source_cidr: str | None
+    provisioning_model: str
+    bucket_force_destroy: bool
+    bucket_versioning: bool
+    freeze: bool
+
+
+def load_config() -> GcpSourceConfig:
+    """Read and validate every key this stack uses; ConfigError names the first bad key."""
+    project = require_str("gcp:project", "run `pulumi config set gcp:project <project-id>`")
+    if not _PROJECT_ID.match(project):
+        raise ConfigError(f"gcp:project must be a GCP project id such as my-project-123 (got {project!r})")
+    region = read_str("gcp:region", "us-central1")
+    if not _REGION.match(region):
+        raise ConfigError(f"gcp:region must be a GCP region such as us-central1 (got {region!r})")
+    zone = read_str("gcp:zone", f"{region}-a")
+    if not re.fullmatch(rf"{re.escape(region)}-[a-z]", zone):
+        raise ConfigError(f"gcp:zone must be a zone of gcp:region {region}, such as {region}-a (got {zone!r})")
+
+    build_image = read_bool("spotshift:buildImage")
+    image = read_str("spotshift:image")
+    if not build_image and image is None:
+        raise ConfigError(
+            "spotshift:image is required: set it to a pullable image reference, "
+            "or set spotshift:buildImage to true to build and push this checkout"
+        )
+    if build_image and not (REPO_ROOT / "Dockerfile").is_file():
+        raise ConfigError(f"spotshift:buildImage is true but there is no Dockerfile in {REPO_ROOT}")
+    api_port = read_int("spotshift:apiPort", 1, 65535)
+    if api_port == 22:
+        raise ConfigError("spotshift:apiPort must not be 22 (that is SSH)")
+
+    return GcpSourceConfig(
+        project=project,
+        region=region,
+        zone=zone,
+        image=image,
+        build_image=build_image,
+        machine_type=read_str("spotshift:machineType", "e2-standard-2"),
+        worker_count=read_int("spotshift:workerCount", 0, 1000),
+        api_port=api_port,
+        allowed_cidrs=read_cidr_list("spotshift:allowedCidrs"),
+        ssh_source_cidr=read_cidr("spotshift:sshSourceCidr"),
+        provisioning_model=read_choice("spotshift:provisioningModel", PROVISIONING_MODELS),
+        bucket_force_destroy=read_bool("spotshift:bucketForceDestroy"),
+        bucket_versioning=read_bool("spotshift:bucketVersioning"),
+        freeze=read_bool("spotshift:freeze"),
+    )
+
+
+def main() -> dict[str, Any]:
+    """Build the gcp-source stack and export its outputs (also returned, for tests)."""
+    config = load_config()
+
+    workload = GcpSpotWorkload(
+        "spotshift",
+        GcpSpotWorkloadArgs(
+            project=config.project,
+            region=config.region,
+            zone=config.zone,
+            image=config.image,
+            build=ImageBuildArgs(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / "Dockerfile"))
+            if config.build_image
+            else None,
+            machine_type=config.machine_type,
+            worker_count=config.worker_count,
+            api_port=config.api_port,
+            allowed_cidrs=config.allowed_cidrs,
+            ssh_source_cidr=config.ssh_source_cidr,
+            provisioning_model=config.provisioning_model,
+            bucket_force_destroy=config.bucket_force_destroy,
+            bucket_versioning=config.bucket_versioning,
+            freeze=config.freeze,
+        ),
+    )
+
+    outputs: dict[str, Any] = {
+        "bucket_name": workload.bucket_name,
+        "api_url": workload.api_url,
+        "api_ip": workload.api_ip,
+        "frozen": config.freeze,
+        "service_account_email": workload.service_account_email,
+        "project": config.project,
+        "worker_group": workload.worker_group,
+    }
+    for name, value in outputs.items():
+        pulumi.export(name, value)
+    return outputs

@@ -1,0 +1,76 @@
+"""Stack-program tests: mocks installed before the stack modules are imported, plus a deploy helper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pulumi
+import pytest
+
+from tests.infra import pulumi_mocks
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Silence pulumi-gcp's import-time notices about its own renamed modules."""
+    config.addinivalue_line("filterwarnings", "ignore:.*has been deprecated in favor of.*:DeprecationWarning")
+
+
+# Mocks (and empty config) must exist before `stacks`/`infra` register anything.
+pulumi_mocks.install()
+pulumi_mocks.set_config({})
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKeyForTestsOnly spotshift@test"
+
+#: The smallest config each stack accepts; tests add to it.
+GCP_CONFIG: dict[str, Any] = {
+    "spotshift:cloud": "gcp",
+    "gcp:project": "spotshift-test",
+    "gcp:region": "us-central1",
+    "gcp:zone": "us-central1-b",
+    "spotshift:image": "ghcr.io/example/spotshift:1.0.0",
+}
+AZURE_CONFIG: dict[str, Any] = {
+    "spotshift:cloud": "azure",
+    "azure-native:location": "westeurope",
+    "spotshift:image": "ghcr.io/example/spotshift:1.0.0",
+    "spotshift:sshPublicKey": SSH_KEY,
+}
+
+
+@pytest.fixture
+def mocks() -> Iterator[pulumi_mocks.SpotshiftMocks]:
+    """Fresh recording mocks (stack `test`) and empty config."""
+    recorder = pulumi_mocks.install()
+    pulumi_mocks.set_config({})
+    yield recorder
+    pulumi_mocks.set_config({})
+
+
+@pytest.fixture
+def exports(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every `pulumi.export(name, value)` the program makes, by name."""
+    exported: dict[str, Any] = {}
+    monkeypatch.setattr(pulumi, "export", lambda name, value: exported.__setitem__(name, value))
+    return exported
+
+
+@pytest.fixture
+def configure() -> Callable[..., None]:
+    """Set the stack config: ``configure(GCP_CONFIG, workerCount=3)`` (bare names are spotshift keys)."""
+
+    def apply(base: dict[str, Any], **overrides: Any) -> None:
+        values = dict(base)
+        for key, value in overrides.items():
+            full = key if ":" in key else f"spotshift:{key}"
+            if value is None:
+                values.pop(full, None)
+            else:
+                values[full] = value
+        pulumi_mocks.set_config(values)
+
+    return apply
+
+
+def resolved(outputs: dict[str, Any]) -> pulumi.Output[dict[str, Any]]:
+    """The program's exports as plain values, once every resource is registered."""
+    return pulumi.Output.all(pulumi_mocks.settled(), pulumi.Output.from_input(outputs)).apply(lambda pair: pair[1])
