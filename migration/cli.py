@@ -1,0 +1,296 @@
+"""``spotshift migrate`` and ``spotshift verify``: the copy engine on the command line.
+
+Locations are ``gs://BUCKET[/PREFIX]``, ``az://CONTAINER[/PREFIX]`` (account
+from ``AZURE_STORAGE_CONNECTION_STRING`` or ``AZURE_STORAGE_ACCOUNT_URL``) or
+``file://PATH``, in any direction.
+
+Exit codes: 0 when every object is verified (or a dry run was planned),
+1 when some object failed or does not match, 2 for usage and configuration
+errors (bad location, missing bucket or container, no credentials,
+``--max-delete`` exceeded), printed as one line on stderr.
+
+Imports stay inside the commands: the no-op rerun is dominated by process
+start-up, and each cloud SDK is only imported when a location needs it.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+EXIT_OK = 0
+EXIT_MISMATCH = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+T = TypeVar("T")
+
+_Include = Annotated[
+    list[str] | None,
+    typer.Option("--include", "-i", metavar="GLOB",
+                 help="Only keys (relative to the prefix) matching this glob; repeatable."),
+]
+_Exclude = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", "-x", metavar="GLOB", help="Skip keys matching this glob; repeatable."),
+]
+# No square brackets: Typer renders help as rich markup, where "[/PREFIX]" is a closing tag.
+_LOCATION_HELP = "gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (prefix optional) or file://PATH"
+_Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON (no progress bar).")]
+_NoProgress = Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")]
+
+
+def _workers_option() -> Any:
+    return typer.Option("--workers", "-w", min=1, max=256, help="Parallel transfers.")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"spotshift: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; configuration and usage errors become one line on stderr and exit 2."""
+    from app.storage.base import StorageConfigError, StorageError
+    from migration.copier import UsageError
+
+    try:
+        return action()
+    except (StorageConfigError, UsageError) as err:
+        raise _fail(f"error: {_one_line(err)}", EXIT_USAGE) from None
+    except StorageError as err:
+        # Listing kept failing after retries: nothing is known to be verified.
+        raise _fail(f"error: {_one_line(err)}", EXIT_MISMATCH) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; run the same command again to resume (copied objects are kept)",
+                    EXIT_INTERRUPTED) from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _open_pair(source_url: str, target_url: str) -> tuple[Any, str, Any, str]:
+    """Both stores and prefixes; refuses overlapping locations."""
+    from app.storage.factory import open_location, parse_location
+    from migration.copier import UsageError, normalize_prefix
+
+    src, dst = parse_location(source_url), parse_location(target_url)
+    if (src.scheme, src.bucket) == (dst.scheme, dst.bucket):
+        a, b = normalize_prefix(src.prefix), normalize_prefix(dst.prefix)
+        if a.startswith(b) or b.startswith(a):
+            raise UsageError(f"{source_url} and {target_url} overlap; copy between different buckets or "
+                             "non-overlapping prefixes")
+    source, source_prefix = open_location(source_url)
+    try:
+        target, target_prefix = open_location(target_url)
+    except BaseException:
+        source.close()
+        raise
+    # The SDKs are imported now: keep the cyclic GC from rescanning their
+    # hundreds of thousands of long-lived objects while listings allocate
+    # (0.2-0.4 s of a 2,000-object no-op rerun).
+    gc.freeze()
+    return source, source_prefix, target, target_prefix
+
+
+class _Bar:
+    """A rich progress bar on stderr, fed by the engine's ``Progress`` events (thread-safe)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        from migration.copier import Progress as EngineProgress
+
+        self.console = Console(stderr=True)
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[done]}/{task.fields[objects]} obj"),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._task: Any = None
+        self._lock = threading.Lock()
+        self._listing = False
+        self._by_objects = False
+        self._done = 0
+        bar = self
+
+        class Listener(EngineProgress):
+            def phase(self, name: str, objects: int, nbytes: int) -> None:
+                bar.phase(name, objects, nbytes)
+
+            def advance(self, objects: int = 0, nbytes: int = 0) -> None:
+                bar.advance(objects, nbytes)
+
+        self.listener = Listener()
+
+    def __enter__(self) -> "_Bar":
+        self._bar.start()
+        self._task = self._bar.add_task("listing", total=None, done=0, objects="?")
+        self._listing = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def phase(self, name: str, objects: int, nbytes: int) -> None:
+        if self._listing:
+            self._bar.remove_task(self._task)
+            self._listing = False
+        self._done = 0
+        # A phase without bytes (delete) advances by objects instead.
+        self._by_objects = nbytes == 0
+        self._task = self._bar.add_task(name, total=max(objects if self._by_objects else nbytes, 1),
+                                        done=0, objects=objects)
+
+    def advance(self, objects: int, nbytes: int) -> None:
+        with self._lock:  # called from every worker thread
+            self._done += objects
+            done = self._done
+        step = objects if self._by_objects else nbytes
+        self._bar.update(self._task, advance=step, done=done)
+
+
+def _print_summary(report: Any, as_json: bool) -> None:
+    from migration.report import render_rich, render_text
+
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        render_rich(report, Console())
+    else:
+        typer.echo(render_text(report))
+
+
+def _print_plan(report: Any) -> None:
+    for problem in report.planned_copies:
+        typer.echo(f"copy    {problem.key}  ({problem.reason})")
+    for key in report.planned_deletes:
+        typer.echo(f"delete  {key}")
+
+
+def _show_progress(as_json: bool, no_progress: bool) -> bool:
+    return not (as_json or no_progress) and sys.stderr.isatty()
+
+
+def migrate(
+    source: Annotated[str, typer.Argument(metavar="SRC", help=_LOCATION_HELP)],
+    target: Annotated[str, typer.Argument(metavar="DST", help="Where the copies go (same forms as SRC).")],
+    include: _Include = None,
+    exclude: _Exclude = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete target objects the source does not have.")] = False,
+    max_delete: Annotated[
+        int, typer.Option("--max-delete", min=0, metavar="N",
+                          help="With --delete, refuse (exit 2, nothing written) if more than N would go.")
+    ] = 100,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and totals; write nothing.")] = False,
+    workers: Annotated[int, _workers_option()] = 32,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="After copying, re-list and re-read every target object's bytes.")
+    ] = False,
+    as_json: _Json = False,
+    no_progress: _NoProgress = False,
+) -> None:
+    """Copy new and changed objects from SRC to DST, verify, and report (exit 0 only if all verified)."""
+
+    def run() -> int:
+        from migration.copier import sync
+
+        src, src_prefix, dst, dst_prefix = _open_pair(source, target)
+        try:
+            kwargs = dict(source_prefix=src_prefix, target_prefix=dst_prefix, include=include or (),
+                          exclude=exclude or (), delete=delete, max_delete=max_delete, dry_run=dry_run,
+                          workers=workers, strict=strict)
+            if _show_progress(as_json, no_progress) and not dry_run:
+                with _Bar() as bar:
+                    report = sync(src, dst, progress=bar.listener, **kwargs)
+            else:
+                report = sync(src, dst, **kwargs)
+        finally:
+            src.close()
+            dst.close()
+        if dry_run and not as_json:
+            _print_plan(report)
+        if dry_run and delete and report.objects_to_delete > max_delete:
+            typer.echo(f"spotshift: note: a real run would refuse: {report.objects_to_delete} deletions is more "
+                       f"than --max-delete {max_delete}", err=True)
+        _print_summary(report, as_json)
+        return EXIT_OK if report.ok else EXIT_MISMATCH
+
+    raise typer.Exit(_guarded(run))
+
+
+def verify(
+    source: Annotated[str, typer.Argument(metavar="SRC", help=_LOCATION_HELP)],
+    target: Annotated[str, typer.Argument(metavar="DST", help="The copy to check (same forms as SRC).")],
+    include: _Include = None,
+    exclude: _Exclude = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also re-read every target object's bytes and recompute checksums.")
+    ] = False,
+    workers: Annotated[int, _workers_option()] = 32,
+    as_json: _Json = False,
+    no_progress: _NoProgress = False,
+) -> None:
+    """Check that DST holds a verified copy of every SRC object; writes nothing (exit 0 only if all match)."""
+
+    def run() -> int:
+        from migration.copier import verify as verify_copies
+
+        src, src_prefix, dst, dst_prefix = _open_pair(source, target)
+        try:
+            kwargs = dict(source_prefix=src_prefix, target_prefix=dst_prefix, include=include or (),
+                          exclude=exclude or (), deep=deep, workers=workers)
+            if deep and _show_progress(as_json, no_progress):
+                with _Bar() as bar:
+                    report = verify_copies(src, dst, progress=bar.listener, **kwargs)
+            else:
+                report = verify_copies(src, dst, **kwargs)
+        finally:
+            src.close()
+            dst.close()
+        _print_summary(report, as_json)
+        return EXIT_OK if report.verified else EXIT_MISMATCH
+
+    raise typer.Exit(_guarded(run))
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the ``migrate`` and ``verify`` commands to the ``spotshift`` Typer app."""
+    cli.command("migrate")(migrate)
+    cli.command("verify")(verify)
+
+
+def _standalone() -> typer.Typer:
+    app = typer.Typer(name="spotshift", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+    return app
+
+
+if __name__ == "__main__":
+    _standalone()()

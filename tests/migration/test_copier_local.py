@@ -1,0 +1,187 @@
+"""The copy engine between LocalStores: retries, per-object failures, checksum kinds, provenance rules."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from app.storage import LocalStore, ObjectInfo, ObjectStore, StorageError, TransientStorageError
+from migration import copier
+from migration.copier import PROVENANCE_MD5, PROVENANCE_SOURCE, RetryPolicy, manifest_digest, sync
+
+from .conftest import contents, seed
+
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01)
+
+
+class WrappedStore(ObjectStore):
+    """Delegates to a LocalStore; subclasses inject faults or hide fields."""
+
+    scheme = "file"
+
+    def __init__(self, inner: LocalStore) -> None:
+        self.inner = inner
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def put(self, key, body, **kwargs):
+        return self.inner.put(key, body, **kwargs)
+
+    def stream(self, key, chunk_size=copier.STREAM_CHUNK):
+        return self.inner.stream(key, chunk_size)
+
+    def head(self, key):
+        return self.inner.head(key)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def delete(self, key, **kwargs):
+        return self.inner.delete(key, **kwargs)
+
+    def ping(self):
+        return self.inner.ping()
+
+
+class FlakyTarget(WrappedStore):
+    """Fails the first ``transient`` puts of every key with a retryable error; ``broken`` keys always fail."""
+
+    def __init__(self, inner: LocalStore, *, transient: int = 0, broken: tuple[str, ...] = ()) -> None:
+        super().__init__(inner)
+        self.transient = transient
+        self.broken = broken
+        self.attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key, body, **kwargs):
+        with self._lock:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            attempt = self.attempts[key]
+        if key in self.broken:
+            raise StorageError(f"{key}: request rejected (HTTP 400 InvalidBlobTier)")
+        if attempt <= self.transient:
+            # Consume part of the body, like a connection reset mid-upload.
+            next(iter(body), None)
+            raise TransientStorageError(f"{key}: temporary failure (HTTP 503)")
+        return self.inner.put(key, body, **kwargs)
+
+
+class CompositeLikeSource(WrappedStore):
+    """A source whose objects have no MD5, only CRC32C (like GCS composite objects)."""
+
+    def _strip(self, info: ObjectInfo) -> ObjectInfo:
+        return ObjectInfo(**{**info.__dict__, "md5": None})
+
+    def head(self, key):
+        return self._strip(self.inner.head(key))
+
+    def list(self, prefix=""):
+        return (self._strip(i) for i in self.inner.list(prefix))
+
+
+@pytest.fixture
+def local_pair(tmp_path) -> tuple[LocalStore, LocalStore]:
+    return LocalStore(tmp_path / "source"), LocalStore(tmp_path / "target")
+
+
+def test_transient_errors_are_retried_until_the_copy_lands(local_pair):
+    source, target = local_pair
+    seed(source, {f"k{i}": bytes([i]) * 100 for i in range(5)})
+    flaky = FlakyTarget(target, transient=2)
+
+    report = sync(source, flaky, retry=FAST_RETRY)
+
+    assert report.objects_copied == 5 and report.verified
+    assert set(flaky.attempts.values()) == {3}
+    assert contents(target) == contents(source)
+
+
+def test_retries_give_up_after_the_policy_and_report_the_object(local_pair):
+    source, target = local_pair
+    seed(source, {"k": b"v"})
+
+    report = sync(source, FlakyTarget(target, transient=99), retry=FAST_RETRY)
+
+    assert report.objects_failed == 1 and not report.verified
+    assert report.failures[0].key == "k" and "gave up after retries" in report.failures[0].reason
+
+
+def test_a_permanent_error_for_one_object_does_not_stop_the_others(local_pair):
+    source, target = local_pair
+    seed(source, {f"ok/{i}": b"x" * i for i in range(10)})
+    seed(source, {"bad/object": b"b"})
+
+    report = sync(source, FlakyTarget(target, broken=("bad/object",)), retry=FAST_RETRY, workers=4)
+
+    assert report.objects_copied == 10 and report.objects_failed == 1
+    assert [(p.key, p.reason) for p in report.failures] == [
+        ("bad/object", "bad/object: request rejected (HTTP 400 InvalidBlobTier)")]
+    assert report.verified is False and report.ok is False
+    assert "bad/object" not in contents(target)
+
+
+def test_source_without_md5_is_compared_by_crc32c(local_pair):
+    source, target = local_pair
+    seed(source, {"composite": b"a" * 500, "other": b"o"})
+    composite = CompositeLikeSource(source)
+
+    first = sync(composite, target)
+    source.put("composite", b"b" * 500)
+    second = sync(composite, target)
+
+    assert first.objects_copied == 2
+    assert PROVENANCE_MD5 not in target.head("composite").metadata
+    assert second.objects_copied == 1 and second.reasons == {"content differs": 1}
+    assert target.get("composite") == b"b" * 500
+    assert manifest_digest(composite) == manifest_digest(target)
+
+
+def test_source_rewritten_after_planning_is_copied_in_its_new_state(local_pair):
+    source, target = local_pair
+    seed(source, {"moving": b"1" * 64, "still": b"s"})
+
+    def rewrite(_plan):
+        source.put("moving", b"2" * 64)
+
+    report = sync(source, target, on_plan=rewrite, retry=FAST_RETRY)
+
+    assert report.objects_copied == 2 and report.verified
+    assert target.get("moving") == b"2" * 64
+    assert sync(source, target).objects_copied == 0
+
+
+def test_target_without_provenance_is_not_trusted_even_with_equal_bytes(local_pair):
+    source, target = local_pair
+    seed(source, {"a": b"same"})
+    seed(target, {"a": b"same"})
+
+    report = sync(source, target)
+
+    assert report.objects_copied == 1
+    assert report.reasons == {"target has no spotshift provenance": 1}
+    assert PROVENANCE_MD5 in target.head("a").metadata
+
+
+def test_spotshift_metadata_of_the_source_is_not_carried_over(local_pair):
+    source, target = local_pair
+    source.put("a", b"x", metadata={"spotshift_source": "gs://old/a", "origin": "o"})
+
+    sync(source, target)
+
+    meta = target.head("a").metadata
+    assert meta["origin"] == "o" and meta[PROVENANCE_SOURCE] == f"{source.url}/a"
+
+
+def test_many_objects_with_many_workers_all_land(local_pair):
+    source, target = local_pair
+    objects = {f"batch/{i:04d}": hashlib.sha256(str(i).encode()).digest() * (i % 7) for i in range(300)}
+    seed(source, objects)
+
+    report = sync(source, target, workers=64, max_inflight_bytes=64)
+
+    assert report.objects_copied == 300 and report.verified
+    assert contents(target, "batch/") == {k[len("batch/"):]: v for k, v in objects.items()}
