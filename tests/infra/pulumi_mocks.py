@@ -175,7 +175,8 @@ class RecordingMonitor(MockMonitor):
         """Record which outputs each component registered."""
         from pulumi.runtime import rpc
 
-        self.mocks.component_outputs[request.urn] = rpc.deserialize_properties(request.outputs)
+        if "::pulumi:pulumi:Stack::" not in request.urn:
+            self.mocks.component_outputs[request.urn] = rpc.deserialize_properties(request.outputs)
         return super().RegisterResourceOutputs(request)
 
 

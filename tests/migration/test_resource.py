@@ -67,15 +67,17 @@ def silently_alter(azurite, container: str, key: str) -> None:
         props = blob.get_blob_properties()
         data = bytearray(blob.download_blob().readall())
         data[0] ^= 0xFF
-        blob.upload_blob(
-            bytes(data),
-            overwrite=True,
-            metadata=props.metadata,
+        # Azurite checks a Content-MD5 sent with Put Blob, so write the bytes first and put the
+        # old MD5 back with Set Blob Properties, which takes it on trust (as Azure does).
+        blob.upload_blob(bytes(data), overwrite=True, metadata=props.metadata)
+        blob.set_http_headers(
             content_settings=ContentSettings(
                 content_type=props.content_settings.content_type,
                 content_md5=props.content_settings.content_md5,
-            ),
+            )
         )
+        altered = blob.get_blob_properties()
+        assert altered.size == props.size and altered.content_settings.content_md5 == props.content_settings.content_md5
 
 
 def test_provider_survives_the_sdk_serialization_round_trip(seeded_source, fake_gcs, gcs_bucket, azurite,
@@ -101,7 +103,7 @@ def test_create_copies_everything_except_leases_with_counts_and_digest(seeded_so
     assert outs["verified"] is True
     assert not azure_store.exists("leases/0002"), "lease objects must not be migrated"
     assert outs["manifest_digest"] == copier.manifest_digest(seeded_source, "", exclude=list(DEFAULT_EXCLUDE))
-    assert result.id_.startswith("migration-")
+    assert result.id.startswith("migration-")
     assert azure_store.get("deep/a/b/c/d/über #1 50%.txt") == OBJECTS["deep/a/b/c/d/über #1 50%.txt"]
 
 
@@ -112,8 +114,8 @@ def test_round_bump_after_one_change_copies_only_that_object(seeded_source, fake
     seeded_source.put("jobs/0001.json", b'{"status": "DONE"}', content_type="application/json")
     news = props_for(fake_gcs, gcs_bucket, azurite, azure_container, sync_round=2)
 
-    diff = provider.diff(first.id_, first.outs, news)
-    second = provider.update(first.id_, first.outs, news)
+    diff = provider.diff(first.id, first.outs, news)
+    second = provider.update(first.id, first.outs, news)
 
     assert diff.changes is True and not diff.replaces
     assert second.outs["objects_copied"] == 1, second.outs
@@ -148,7 +150,7 @@ def test_strict_round_fails_when_a_target_object_was_silently_altered(seeded_sou
     silently_alter(azurite, azure_container, "results/0001.png")
 
     with pytest.raises(MigrationError) as failure:
-        provider.update(first.id_, first.outs,
+        provider.update(first.id, first.outs,
                         props_for(fake_gcs, gcs_bucket, azurite, azure_container, sync_round=2, strict=True))
 
     message = str(failure.value)
@@ -163,7 +165,7 @@ def test_non_strict_round_repairs_nothing_it_cannot_see_but_strict_round_after_r
     first = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container))
     azure_store.delete("results/0001.png")
 
-    second = provider.update(first.id_, first.outs,
+    second = provider.update(first.id, first.outs,
                              props_for(fake_gcs, gcs_bucket, azurite, azure_container, sync_round=2, strict=True))
 
     assert second.outs["objects_copied"] == 1
@@ -176,7 +178,7 @@ def test_delete_forgets_the_resource_and_leaves_the_data(seeded_source, fake_gcs
     provider = MigrationProvider()
     created = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container))
 
-    provider.delete(created.id_, created.outs)
+    provider.delete(created.id, created.outs)
 
     assert sorted(i.key for i in azure_store.list()) == sorted(OBJECTS)
 
@@ -187,7 +189,7 @@ def test_read_reports_state_without_copying(seeded_source, fake_gcs, gcs_bucket,
     created = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container))
     seeded_source.put("jobs/0003.json", b"{}", content_type="application/json")
 
-    read = provider.read(created.id_, created.outs)
+    read = provider.read(created.id, created.outs)
 
     assert read.outs["verified"] is False
     assert any("jobs/0003.json" in f for f in read.outs["failures"])
