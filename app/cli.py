@@ -82,7 +82,9 @@ def demo(
 
 def main() -> None:
     """Console-script entry point."""
-    from migration.cli import register
+    from migration import cli as migration_cli
+    from migration import rehearsal
 
-    register(cli)
+    migration_cli.register(cli)
+    rehearsal.register(cli)
     cli()
