@@ -309,10 +309,16 @@ class ObjectMigration(pulumi.ComponentResource):
             value = getattr(args, key)
             if value is not None:
                 props[key] = pulumi.Output.secret(value)
+        # Children do not inherit the component's depends_on: the copy itself must wait for the
+        # role assignments that let it write, so hand them down.
         run = _MigrationRun(
             f"{name}-copy",
             props,
-            pulumi.ResourceOptions(parent=self, additional_secret_outputs=list(SECRET_INPUTS)),
+            pulumi.ResourceOptions(
+                parent=self,
+                depends_on=(opts.depends_on if opts else None),
+                additional_secret_outputs=list(SECRET_INPUTS),
+            ),
         )
         self.objects_copied = run.objects_copied
         self.bytes_copied = run.bytes_copied

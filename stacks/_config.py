@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "freeze": False,
     "migrationStage": "provision",
     "sourceStack": "",
+    "syncRound": 0,
     "grantDeployerDataAccess": True,
     "deployerPrincipalType": "User",
 }

@@ -16,6 +16,7 @@ import pulumi
 
 from infra.azure import EVICTION_POLICIES, AzureSpotWorkload, AzureSpotWorkloadArgs
 from infra.images import ImageBuildArgs
+from migration.resource import ObjectMigration, ObjectMigrationArgs
 from stacks._config import (
     ConfigError,
     read_bool,
@@ -31,8 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Every value ``spotshift:migrationStage`` may take, in rollout order.
 MIGRATION_STAGES = ("provision", "sync", "cutover")
-#: Stages this version implements; the others are refused before any resource is created.
-IMPLEMENTED_STAGES = ("provision",)
 #: Kinds of principal that can run `pulumi up` (and receive blob data access).
 PRINCIPAL_TYPES = ("User", "ServicePrincipal", "Group")
 
@@ -59,6 +58,7 @@ class AzureTargetConfig:
     deployer_principal_type: str
     migration_stage: str
     source_stack: str | None
+    sync_round: int = 0
 
 
 def load_config() -> AzureTargetConfig:
@@ -91,17 +91,18 @@ def load_config() -> AzureTargetConfig:
         )
 
     stage = read_choice("spotshift:migrationStage", MIGRATION_STAGES)
-    if stage not in IMPLEMENTED_STAGES:
-        raise ConfigError(
-            f"spotshift:migrationStage {stage!r} is not available in this version "
-            f"(implemented: {', '.join(IMPLEMENTED_STAGES)})"
-        )
     source_stack = read_str("spotshift:sourceStack")
     if source_stack is not None and len([part for part in source_stack.split("/") if part]) != 3:
         raise ConfigError(
             f"spotshift:sourceStack must be a fully qualified stack name such as "
             f"my-org/spotshift/gcp-source (got {source_stack!r})"
         )
+    if stage != "provision" and source_stack is None:
+        raise ConfigError(
+            f"spotshift:sourceStack is required when spotshift:migrationStage is {stage}: the migration reads "
+            "the bucket from that stack; run `pulumi config set spotshift:sourceStack my-org/spotshift/gcp-source`"
+        )
+    sync_round = read_int("spotshift:syncRound", 0, 1_000_000)
 
     return AzureTargetConfig(
         location=location,
@@ -119,6 +120,7 @@ def load_config() -> AzureTargetConfig:
         deployer_principal_type=read_choice("spotshift:deployerPrincipalType", PRINCIPAL_TYPES),
         migration_stage=stage,
         source_stack=source_stack,
+        sync_round=sync_round,
     )
 
 
@@ -139,6 +141,8 @@ class MigrationTarget:
     """Account name."""
     resource_group_name: pulumi.Output[str]
     """Resource group of the account."""
+    api_url: pulumi.Output[str] | None = None
+    """The Azure API's URL, exported at cutover for the DNS/client switch."""
     data_access_grants: list[pulumi.Resource] = field(default_factory=list)
     """Blob-data role assignments (workload identity, deployer): ``depends_on`` them before writing blobs."""
 
@@ -146,15 +150,62 @@ class MigrationTarget:
 def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> dict[str, Any]:
     """Resources and exports of the configured migration stage; ``provision`` adds none.
 
-    ``sync`` and ``cutover`` add the ObjectMigration resource here: a
-    StackReference to ``config.source_stack`` gives the source bucket (and, for
-    cutover, ``frozen``); the resource writes to ``target.storage_account_url`` /
-    ``target.container_name`` with the deployer's Entra ID identity and
-    ``depends_on=target.data_access_grants``.
+    ``sync`` and ``cutover`` add the ObjectMigration resource: a StackReference
+    to ``config.source_stack`` gives the source bucket (and, for cutover,
+    ``frozen``); the resource writes to ``target.storage_account_url`` /
+    ``target.container_name`` with the deployer's Entra ID identity, after
+    ``target.data_access_grants`` exist.
     """
     if config.migration_stage == "provision":
         return {}
-    raise ConfigError(f"spotshift:migrationStage {config.migration_stage!r} is not available in this version")
+    assert config.source_stack is not None  # load_config requires it for these stages
+    cutover = config.migration_stage == "cutover"
+    source = pulumi.StackReference(config.source_stack)
+    bucket = source.require_output("bucket_name")
+    if cutover:
+        # The gate sits on the migration's own input, so nothing is copied (and preview fails)
+        # unless the source stack has frozen writes.
+        bucket = pulumi.Output.all(bucket, source.get_output("frozen")).apply(
+            lambda values: _frozen_or_refuse(config.source_stack, values[0], values[1])
+        )
+    migration = ObjectMigration(
+        "spotshift-migration",
+        ObjectMigrationArgs(
+            source_bucket=bucket,
+            gcs_project=source.get_output("project"),
+            target_account_url=target.storage_account_url,
+            target_container=target.container_name,
+            sync_round=config.sync_round,
+            strict=cutover,
+        ),
+        pulumi.ResourceOptions(depends_on=list(target.data_access_grants)),
+    )
+    outputs: dict[str, Any] = {
+        "source_bucket": bucket,
+        "sync_round": config.sync_round,
+        "migration_objects_copied": migration.objects_copied,
+        "migration_bytes_copied": migration.bytes_copied,
+        "migration_objects_skipped": migration.objects_skipped,
+        "migration_objects_failed": migration.objects_failed,
+        "migration_verified": migration.verified,
+        "manifest_digest": migration.manifest_digest,
+    }
+    if cutover:
+        # A strict round that did not verify fails the update, so a finished cutover is ready.
+        outputs["cutover_ready"] = migration.verified.apply(lambda verified: verified is True)
+        outputs["cutover_api_url"] = target.api_url
+    return outputs
+
+
+def _frozen_or_refuse(source_stack: str, bucket: str, frozen: Any) -> str:
+    """The bucket name, once the source stack reports ``frozen: true``; otherwise a clear refusal."""
+    if frozen is not True and str(frozen).lower() != "true":
+        raise ConfigError(
+            f"spotshift:migrationStage is cutover but the source stack {source_stack} is not frozen "
+            f"(it exports frozen={frozen!r}): run `pulumi config set spotshift:freeze true -s gcp-source` and "
+            "`pulumi up -s gcp-source` first, so no write lands on GCP after the final sync"
+        )
+    return bucket
 
 
 # --- Program -----------------------------------------------------------------
@@ -190,6 +241,7 @@ def main() -> dict[str, Any]:
         storage_account_id=workload.storage_account_id,
         storage_account_name=workload.storage_account_name,
         resource_group_name=workload.resource_group_name,
+        api_url=workload.api_url,
         data_access_grants=list(workload.data_access_grants),
     )
 

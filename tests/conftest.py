@@ -1,4 +1,4 @@
-"""Shared fixtures: the storage emulators on loopback and one store per backend.
+"""Shared fixtures: the storage emulators on loopback, one store per backend, and Pulumi mocks.
 
 fake-gcs-server and Azurite start once per test session on free 127.0.0.1
 ports; every test that asks for a store gets a fresh bucket or container, so
@@ -10,16 +10,31 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from app.storage import LocalStore, ObjectStore
 from app.storage.emulators import Azurite, FakeGcsServer
 
+if TYPE_CHECKING:
+    from tests.infra.pulumi_mocks import SpotshiftMocks
+
 
 def unique_name(prefix: str) -> str:
     """A bucket/container name valid on both clouds (lowercase, digits, dashes, 3-63 chars)."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def mocks() -> Iterator["SpotshiftMocks"]:
+    """Fresh recording Pulumi mocks (stack `test`) and empty config for one test."""
+    from tests.infra import pulumi_mocks
+
+    recorder = pulumi_mocks.install()
+    pulumi_mocks.set_config({})
+    yield recorder
+    pulumi_mocks.set_config({})
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,6 @@ import pytest
 
 from tests.infra import pulumi_mocks
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Silence pulumi-gcp's import-time notices about its own renamed modules."""
-    config.addinivalue_line("filterwarnings", "ignore:.*has been deprecated in favor of.*:DeprecationWarning")
-
-
 # Mocks (and empty config) must exist before `stacks`/`infra` register anything.
 pulumi_mocks.install()
 pulumi_mocks.set_config({})
@@ -35,15 +30,6 @@ AZURE_CONFIG: dict[str, Any] = {
     "spotshift:image": "ghcr.io/example/spotshift:1.0.0",
     "spotshift:sshPublicKey": SSH_KEY,
 }
-
-
-@pytest.fixture
-def mocks() -> Iterator[pulumi_mocks.SpotshiftMocks]:
-    """Fresh recording mocks (stack `test`) and empty config."""
-    recorder = pulumi_mocks.install()
-    pulumi_mocks.set_config({})
-    yield recorder
-    pulumi_mocks.set_config({})
 
 
 @pytest.fixture

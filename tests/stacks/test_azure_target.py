@@ -260,7 +260,9 @@ def test_migration_target_hands_over_what_the_migration_needs(mocks, configure, 
     [
         ({"evictionPolicy": "Stop"}, r"spotshift:evictionPolicy must be one of Deallocate, Delete \(got 'Stop'\)"),
         ({"migrationStage": "rollback"}, r"spotshift:migrationStage must be one of provision, sync, cutover \(got 'rollback'\)"),
-        ({"migrationStage": "sync"}, r"spotshift:migrationStage 'sync' is not available in this version"),
+        ({"migrationStage": "sync"}, r"spotshift:sourceStack is required when spotshift:migrationStage is sync"),
+        ({"migrationStage": "cutover", "sourceStack": "a/b/c", "syncRound": "two"},
+         r"spotshift:syncRound must be an integer from 0 to 1000000 \(got 'two'\)"),
         ({"allowedCidrs": ["0.0.0.0/40"]}, r"spotshift:allowedCidrs must hold IPv4 CIDRs"),
         ({"allowedCidrs": "not json ["}, r"spotshift:allowedCidrs must hold IPv4 CIDRs"),
         ({"workerCount": -1}, r"spotshift:workerCount must be an integer from 0 to 1000"),
@@ -280,12 +282,12 @@ def test_bad_config_fails_with_one_message_naming_the_key(mocks, configure, over
         azure_target.load_config()
 
 
-def test_unknown_stage_fails_before_any_resource_is_created(mocks, configure, exports):
+def test_cutover_without_a_source_stack_fails_before_any_resource_is_created(mocks, configure, exports):
     configure(AZURE_CONFIG, migrationStage="cutover")
 
     @pulumi.runtime.test
     def deploy():
-        with pytest.raises(ConfigError, match="spotshift:migrationStage"):
+        with pytest.raises(ConfigError, match="spotshift:sourceStack is required"):
             azure_target.main()
         return pulumi.Output.from_input(None)
 

@@ -1,0 +1,78 @@
+"""The ObjectMigration component under Pulumi mocks: its child, secret credentials, registered outputs."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
+
+from migration.resource import ObjectMigration, ObjectMigrationArgs
+from tests.infra.pulumi_mocks import settled
+
+COMPONENT = "spotshift:migration:ObjectMigration"
+RUN = "pulumi-python:dynamic/spotshift:MigrationRun"
+CONNECTION_STRING = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=bm90LWEtcmVhbC1rZXk=;"
+KEY_JSON = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIB\\n"}'
+
+
+def migration(**overrides) -> ObjectMigration:
+    args = {"source_bucket": "src-bucket", "target_container": "spotshift",
+            "target_account_url": "https://acct.blob.core.windows.net"}
+    args.update(overrides)
+    return ObjectMigration("move", ObjectMigrationArgs(**args))
+
+
+@pulumi.runtime.test
+def test_one_copy_resource_is_parented_to_the_component_with_its_inputs(mocks):
+    migration(sync_round=2)
+
+    def check(_):
+        component = mocks.one(COMPONENT)
+        run = mocks.one(RUN)
+        assert run.name == "move-copy"
+        assert run.options["parent"].endswith(f"{COMPONENT}::move")
+        assert run.inputs["source_bucket"] == "src-bucket" and run.inputs["sync_round"] == 2
+        assert run.inputs["exclude"] == ["leases/*"] and run.inputs["strict"] is False
+        assert component.name == "move"
+
+    return settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_credentials_passed_to_it_are_secret_in_inputs_and_outputs(mocks):
+    migration(azure_connection_string=CONNECTION_STRING, gcs_credentials_json=KEY_JSON)
+
+    def check(_):
+        run = mocks.one(RUN)
+        for key, value in (("azure_connection_string", CONNECTION_STRING), ("gcs_credentials_json", KEY_JSON)):
+            assert is_rpc_secret(run.inputs[key]), f"{key} must reach the state as a Pulumi secret"
+            assert unwrap_rpc_secret(run.inputs[key]) == value
+        assert set(run.options["additionalSecretOutputs"]) == {"azure_connection_string", "gcs_credentials_json"}
+        plain = {key: value for key, value in run.inputs.items() if key not in ("azure_connection_string",
+                                                                              "gcs_credentials_json")}
+        assert "AccountKey" not in repr(plain) and "PRIVATE KEY" not in repr(plain)
+
+    return settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_without_credentials_no_credential_input_exists(mocks):
+    migration()
+
+    def check(_):
+        inputs = mocks.one(RUN).inputs
+        assert "azure_connection_string" not in inputs and "gcs_credentials_json" not in inputs
+
+    return settled().apply(check)
+
+
+def test_the_component_registers_its_outputs(mocks):
+    @pulumi.runtime.test
+    def deploy():
+        migration()
+        return settled()
+
+    deploy()
+
+    (outputs,) = [outs for urn, outs in mocks.component_outputs.items() if urn.endswith(f"{COMPONENT}::move")]
+    assert set(outputs) == {"objects_copied", "bytes_copied", "objects_skipped", "objects_failed", "verified",
+                            "manifest_digest"}
