@@ -1,4 +1,4 @@
-"""The ``spotshift`` command: ``api``, ``worker``, ``demo`` and the migration commands.
+"""The ``spotshift`` command: ``api``, ``worker``, ``demo``, ``rehearse`` and the migration commands.
 
 Heavy imports (FastAPI, uvicorn, Pillow, cloud SDKs) happen inside the
 commands so ``spotshift --help`` and the migration commands start fast.
@@ -80,11 +80,32 @@ def demo(
     raise typer.Exit(run_demo(store_dir, timeout=timeout))
 
 
+@cli.command()
+def rehearse(
+    jobs: Annotated[int, typer.Option("--jobs", "-n", min=2, help="Images submitted on the GCP side.")] = 50,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Worker processes per cloud.")] = 2,
+    queued: Annotated[
+        int | None, typer.Option(min=1, help="Jobs left queued on GCP for Azure to finish (default: jobs/5).")
+    ] = None,
+    inject: Annotated[
+        str, typer.Option(help="Fault to inject: none, or tamper (silently alter one migrated object before cutover).")
+    ] = "none",
+    report_dir: Annotated[
+        Path, typer.Option(file_okay=False, help="Where rehearsal-report.json/.html and the service logs go.")
+    ] = Path("."),
+    gcs_port: Annotated[int | None, typer.Option(min=1, max=65535, help="fake-gcs-server port (default: free).")] = None,
+    azurite_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Azurite port (default: free).")] = None,
+) -> None:
+    """Rehearse the whole GCP → Azure migration on local emulators; exit 0 only if every check passed."""
+    from migration.rehearsal import rehearse as run_rehearsal
+
+    raise typer.Exit(run_rehearsal(jobs=jobs, workers=workers, queued=queued, inject=inject, report_dir=report_dir,
+                                   gcs_port=gcs_port, azurite_port=azurite_port))
+
+
 def main() -> None:
     """Console-script entry point."""
-    from migration import cli as migration_cli
-    from migration import rehearsal
+    from migration.cli import register
 
-    migration_cli.register(cli)
-    rehearsal.register(cli)
+    register(cli)
     cli()

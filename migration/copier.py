@@ -294,16 +294,57 @@ class Listing:
     """Folder markers (keys ending in ``/``), which hold no data and no backend can write."""
 
 
+class EarlyListing:
+    """One store's listing under a prefix, started in a background thread before a plan needs it.
+
+    The CLI starts the target's listing as soon as the target is open, so the
+    listing's round trips overlap the other SDK's import (on a 2,000-object
+    no-op rerun, about 0.3 s of a second). The next ``plan``/``sync``/``verify``
+    given it takes the result once instead of listing again; a transient
+    failure falls back to an ordinary, retried listing.
+    """
+
+    def __init__(self, store: ObjectStore, prefix: str = "") -> None:
+        self.store = store
+        self.prefix = normalize_prefix(prefix)
+        self._result: list[ObjectInfo] | None = None
+        self._error: BaseException | None = None
+        self._taken = False
+        self._thread = threading.Thread(target=self._run, name="spotshift-early-list", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = list(self.store.list(self.prefix))
+        except BaseException as err:  # handed to the caller by take()
+            self._error = err
+
+    def take(self, store: ObjectStore, prefix: str) -> list[ObjectInfo] | None:
+        """The listing if it is for ``store`` and ``prefix`` and not taken yet; None otherwise."""
+        if self._taken or store is not self.store or normalize_prefix(prefix) != self.prefix:
+            return None
+        self._taken = True
+        self._thread.join()
+        if isinstance(self._error, TransientStorageError):
+            return None
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 def list_objects(store: ObjectStore, prefix: str = "", keep: Callable[[str], bool] = KeyFilter(),
-                 retry: RetryPolicy = DEFAULT_RETRY) -> Listing:
+                 retry: RetryPolicy = DEFAULT_RETRY, early: EarlyListing | None = None) -> Listing:
     """List ``store`` under ``prefix`` (retrying transient errors), keyed by relative key."""
     prefix = normalize_prefix(prefix)
     cut = len(prefix)
+    listed = early.take(store, prefix) if early is not None else None
 
     def attempt() -> Listing:
+        nonlocal listed
+        infos, listed = (listed if listed is not None else store.list(prefix)), None
         objects: dict[str, ObjectInfo] = {}
         ignored = 0
-        for info in store.list(prefix):
+        for info in infos:
             relative = info.key[cut:]
             if not relative or relative.endswith("/"):
                 ignored += 1
@@ -315,12 +356,12 @@ def list_objects(store: ObjectStore, prefix: str = "", keep: Callable[[str], boo
 
 
 def _list_both(source: ObjectStore, source_prefix: str, target: ObjectStore, target_prefix: str,
-               keep: KeyFilter, retry: RetryPolicy) -> tuple[Listing, Listing]:
+               keep: KeyFilter, retry: RetryPolicy, early: EarlyListing | None = None) -> tuple[Listing, Listing]:
     """Both listings, in parallel (the source's error wins if both fail)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spotshift-list") as pool:
-        source_future = pool.submit(list_objects, source, source_prefix, keep, retry)
+        source_future = pool.submit(list_objects, source, source_prefix, keep, retry, early)
         try:
-            target_listing = list_objects(target, target_prefix, keep, retry)
+            target_listing = list_objects(target, target_prefix, keep, retry, early)
         except BaseException:
             source_future.result()  # raises the source's error first, if any
             raise
@@ -379,11 +420,12 @@ def plan(
     exclude: Iterable[str] = (),
     delete: bool = False,
     retry: RetryPolicy = DEFAULT_RETRY,
+    early: EarlyListing | None = None,
 ) -> Plan:
     """List both sides and decide, from listings alone, what to copy (and delete when ``delete``)."""
     source_prefix, target_prefix = normalize_prefix(source_prefix), normalize_prefix(target_prefix)
     keep = KeyFilter.of(include, exclude)
-    source_listing, target_listing = _list_both(source, source_prefix, target, target_prefix, keep, retry)
+    source_listing, target_listing = _list_both(source, source_prefix, target, target_prefix, keep, retry, early)
     result = Plan(
         source_url=location_url(source, source_prefix),
         target_url=location_url(target, target_prefix),
@@ -587,6 +629,7 @@ def sync(
     retry: RetryPolicy = DEFAULT_RETRY,
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     on_plan: Callable[[Plan], None] | None = None,
+    early: EarlyListing | None = None,
 ) -> SyncReport:
     """Make the target hold a verified copy of every source object; return what happened.
 
@@ -608,6 +651,7 @@ def sync(
         retry: backoff for transient errors.
         max_inflight_bytes: memory budget for object bodies in flight.
         on_plan: called with the ``Plan`` once it is made, before any write.
+        early: a listing already started for one side (``EarlyListing``).
 
     Raises:
         StorageConfigError: a side is missing or not accessible (nothing else
@@ -616,7 +660,7 @@ def sync(
     """
     started = time.monotonic()
     the_plan = plan(source, target, source_prefix=source_prefix, target_prefix=target_prefix,
-                    include=include, exclude=exclude, delete=delete, retry=retry)
+                    include=include, exclude=exclude, delete=delete, retry=retry, early=early)
     limit = DEFAULT_MAX_DELETE if max_delete is None else max_delete
     # A dry run shows the deletions even past the limit: that is how one decides to raise it.
     if delete and len(the_plan.deletes) > limit and not dry_run:
@@ -840,6 +884,7 @@ def verify(
     workers: int = DEFAULT_WORKERS,
     progress: Progress | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
+    early: EarlyListing | None = None,
 ) -> VerifyReport:
     """Check every source object has a verified copy on the target; writes nothing.
 
@@ -850,7 +895,7 @@ def verify(
     started = time.monotonic()
     source_prefix, target_prefix = normalize_prefix(source_prefix), normalize_prefix(target_prefix)
     keep = KeyFilter.of(include, exclude)
-    source_listing, target_listing = _list_both(source, source_prefix, target, target_prefix, keep, retry)
+    source_listing, target_listing = _list_both(source, source_prefix, target, target_prefix, keep, retry, early)
     report = _verify_against(
         source_listing.objects, source, target, target_prefix, keep, deep=deep, workers=workers, retry=retry,
         progress=progress, source_url=location_url(source, source_prefix),

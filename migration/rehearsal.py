@@ -28,9 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from app.storage.emulators import Azurite, EmulatorError, FakeGcsServer, free_port
 
@@ -677,27 +675,3 @@ def rehearse(*, jobs: int, workers: int, queued: int | None, inject: str, report
                   f"service logs in {log_dir}", markup=False)
     return 0 if report.passed else 1
 
-
-def command(
-    jobs: Annotated[int, typer.Option("--jobs", "-n", min=2, help="Images submitted on the GCP side.")] = 50,
-    workers: Annotated[int, typer.Option(min=1, max=8, help="Worker processes per cloud.")] = 2,
-    queued: Annotated[
-        int | None, typer.Option(min=1, help="Jobs left queued on GCP for Azure to finish (default: jobs/5).")
-    ] = None,
-    inject: Annotated[
-        str, typer.Option(help="Fault to inject: none, or tamper (silently alter one migrated object before cutover).")
-    ] = "none",
-    report_dir: Annotated[
-        Path, typer.Option(file_okay=False, help="Where rehearsal-report.json/.html and the service logs go.")
-    ] = Path("."),
-    gcs_port: Annotated[int | None, typer.Option(min=1, max=65535, help="fake-gcs-server port (default: free).")] = None,
-    azurite_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Azurite port (default: free).")] = None,
-) -> None:
-    """Rehearse the whole GCP → Azure migration on local emulators; exit 0 only if every check passed."""
-    raise typer.Exit(rehearse(jobs=jobs, workers=workers, queued=queued, inject=inject, report_dir=report_dir,
-                              gcs_port=gcs_port, azurite_port=azurite_port))
-
-
-def register(cli: typer.Typer) -> None:
-    """Add ``rehearse`` to the ``spotshift`` Typer app."""
-    cli.command("rehearse")(command)

@@ -3,9 +3,9 @@
 The SDK builds the client: it parses the connection string or account URL
 and sets up authentication (account key, SAS, or Entra ID via
 ``DefaultAzureCredential``, which honours ``AZURE_CLIENT_ID`` for a
-user-assigned managed identity); listing and ``ping`` use it as is. The hot
-per-object calls (Put Blob, Put Block, Put Block List, Get Blob, Get Blob
-Properties, Delete Blob) are plain REST requests, signed by the SDK's own
+user-assigned managed identity); ``ping`` uses it as is. The hot calls (Put
+Blob, Put Block, Put Block List, Get Blob, Get Blob Properties, Delete Blob,
+List Blobs) are plain REST requests, signed by the SDK's own
 credential policy and sent with urllib3 (``http_pool``). Measured on Azurite
 with 32 threads, this takes the client CPU of a small upload from about
 2.5-3 ms (``upload_blob``) to about 1 ms, and it is the only way to stream one
@@ -38,7 +38,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
+from xml.etree import ElementTree
 
 import requests
 import urllib3
@@ -52,7 +53,6 @@ from azure.core.exceptions import (
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.pipeline.transport import HttpRequest, RequestsTransport
 from azure.storage.blob import (
-    BlobProperties,
     BlobServiceClient,
     ContainerClient,
     ExponentialRetry,
@@ -139,21 +139,40 @@ def _split_crc(metadata: Mapping[str, str]) -> tuple[dict[str, str], str | None]
     return user, crc32c
 
 
-def properties_info(props: BlobProperties) -> ObjectInfo:
-    """Convert the SDK's ``BlobProperties`` (from a listing) to ``ObjectInfo``."""
-    settings = props.content_settings
-    metadata, crc32c = _split_crc(props.metadata or {})
+def _text(element: ElementTree.Element, path: str) -> str | None:
+    """The text of a child element; an empty or missing one is None."""
+    found = element.find(path)
+    return found.text if found is not None and found.text else None
+
+
+def listing_info(blob: ElementTree.Element) -> ObjectInfo:
+    """Build ``ObjectInfo`` from one ``<Blob>`` of a List Blobs response (``include=metadata``)."""
+    name = blob.find("Name")
+    key = name.text or "" if name is not None else ""
+    if name is not None and name.get("Encoded") == "true":
+        # Names with characters XML cannot carry come percent-encoded.
+        key = unquote(key)
+    props = blob.find("Properties")
+    if props is None:
+        props = ElementTree.Element("Properties")
+    meta = blob.find("Metadata")
+    raw_meta = {child.tag: child.text or "" for child in meta} if meta is not None else {}
+    raw_meta.pop("x-ms-invalid-name", None)
+    metadata, crc32c = _split_crc(raw_meta)
+    md5 = _text(props, "Content-MD5")
+    modified = _text(props, "Last-Modified")
+    etag = _text(props, "Etag")
     return ObjectInfo(
-        key=props.name,
-        size=int(props.size or 0),
-        content_type=settings.content_type,
-        md5=bytes(settings.content_md5).hex() if settings.content_md5 else None,
+        key=key,
+        size=int(_text(props, "Content-Length") or 0),
+        content_type=_text(props, "Content-Type"),
+        md5=base64.b64decode(md5).hex() if md5 else None,
         crc32c=crc32c,
-        version=_quote_etag(props.etag) if props.etag else None,
-        updated=props.last_modified,
+        version=_quote_etag(etag) if etag else None,
+        updated=parsedate_to_datetime(modified) if modified else None,
         metadata=metadata,
-        content_encoding=settings.content_encoding,
-        cache_control=settings.cache_control,
+        content_encoding=_text(props, "Content-Encoding"),
+        cache_control=_text(props, "Cache-Control"),
     )
 
 
@@ -291,8 +310,10 @@ class AzureBlobStore(ObjectStore):
     # -- requests and error translation -------------------------------------------
 
     def _blob_url(self, key: str, query: str = "") -> str:
+        """The URL of blob ``key``, or of the container itself when ``key`` is empty."""
         params = "&".join(part for part in (query, self._sas) if part)
-        return f"{self._base}/{quote(key, safe='/~')}" + (f"?{params}" if params else "")
+        path = f"{self._base}/{quote(key, safe='/~')}" if key else self._base
+        return path + (f"?{params}" if params else "")
 
     def _send(
         self,
@@ -601,14 +622,26 @@ class AzureBlobStore(ObjectStore):
         return self._list(prefix)
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
-        try:
-            pages = self._container.list_blobs(
-                name_starts_with=prefix or None, include=["metadata"], results_per_page=5000
-            )
-            for props in pages:
-                yield properties_info(props)
-        except AzureError as err:
-            raise self._translate(err, None, container_call=True) from err
+        # One signed REST request per page, parsed with ElementTree: the SDK's generic XML
+        # deserializer spent ~0.7 ms of client CPU per blob (1.4 s for a 2,000-blob no-op
+        # sync on Azurite), ElementTree about a tenth of that.
+        marker = ""
+        while True:
+            params = {"restype": "container", "comp": "list", "include": "metadata", "maxresults": "5000"}
+            if prefix:
+                params["prefix"] = prefix
+            if marker:
+                params["marker"] = marker
+            response = self._send("GET", "", query=urlencode(params, quote_via=quote), expect=(200,))
+            try:
+                page = ElementTree.fromstring(response.data)
+            except ElementTree.ParseError as err:
+                raise TransientStorageError(f"{self.url}: unreadable List Blobs response ({err})") from None
+            for blob in page.iterfind("Blobs/Blob"):
+                yield listing_info(blob)
+            marker = page.findtext("NextMarker") or ""
+            if not marker:
+                return
 
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
         """Delete Blob, with ``If-Match`` when ``if_version`` is given."""

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from app.storage import LocalStore, ObjectInfo, ObjectStore, StorageError, TransientStorageError
+from app.storage import LocalStore, ObjectInfo, ObjectStore, StorageConfigError, StorageError, TransientStorageError
 from migration import copier
 from migration.copier import PROVENANCE_MD5, PROVENANCE_SOURCE, RetryPolicy, manifest_digest, sync
 
@@ -185,3 +185,65 @@ def test_many_objects_with_many_workers_all_land(local_pair):
 
     assert report.objects_copied == 300 and report.verified
     assert contents(target, "batch/") == {k[len("batch/"):]: v for k, v in objects.items()}
+
+
+class CountingStore(WrappedStore):
+    """Counts listings; the first ``fail_first`` of them raise ``error``."""
+
+    def __init__(self, inner: LocalStore, *, fail_first: int = 0, error: Exception | None = None) -> None:
+        super().__init__(inner)
+        self.listings = 0
+        self.fail_first = fail_first
+        self.error = error
+
+    def list(self, prefix=""):
+        self.listings += 1
+        if self.listings <= self.fail_first:
+            raise self.error
+        return self.inner.list(prefix)
+
+
+def test_an_early_listing_of_the_target_is_used_instead_of_listing_again(local_pair):
+    source, target = local_pair
+    seed(source, {"a": b"1", "b": b"2"})
+    sync(source, target)
+    counted = CountingStore(target)
+
+    report = sync(source, counted, early=copier.EarlyListing(counted))
+
+    assert counted.listings == 1
+    assert report.objects_skipped == 2 and report.objects_copied == 0 and report.verified
+
+
+def test_an_early_listing_for_another_prefix_or_store_is_ignored(local_pair):
+    source, target = local_pair
+    seed(source, {"a": b"1"})
+    counted = CountingStore(target)
+    early = copier.EarlyListing(counted, "elsewhere/")
+
+    report = sync(source, counted, early=early)
+
+    assert counted.listings == 2, "the early listing (other prefix) and the plan's own"
+    assert report.objects_copied == 1 and contents(target) == {"a": b"1"}
+
+
+def test_a_transient_failure_of_the_early_listing_falls_back_to_a_fresh_listing(local_pair):
+    source, target = local_pair
+    seed(source, {"a": b"1"})
+    counted = CountingStore(target, fail_first=1, error=TransientStorageError("HTTP 503"))
+
+    report = sync(source, counted, early=copier.EarlyListing(counted), retry=FAST_RETRY)
+
+    assert counted.listings == 2
+    assert report.objects_copied == 1 and report.verified
+
+
+def test_a_configuration_error_of_the_early_listing_stops_the_run(local_pair):
+    source, target = local_pair
+    seed(source, {"a": b"1"})
+    counted = CountingStore(target, fail_first=1, error=StorageConfigError("container does not exist"))
+
+    with pytest.raises(StorageConfigError, match="container does not exist"):
+        sync(source, counted, early=copier.EarlyListing(counted))
+
+    assert contents(target) == {}
