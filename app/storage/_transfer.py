@@ -106,6 +106,7 @@ class CheckedBody:
 
     Any exception (mismatch or a failure of the source) is kept in ``error``
     and surfaces as ``BodyAborted``; the caller re-raises ``error``.
+    ``md5=False`` leaves the MD5 to a server that checks a Content-MD5 header.
     """
 
     def __init__(
@@ -116,13 +117,14 @@ class CheckedBody:
         expected_md5: str | None = None,
         expected_crc32c: str | None = None,
         size: int | None = None,
+        md5: bool = True,
     ) -> None:
         self._chunks = chunks
         self._key = key
         self._expected_md5 = expected_md5
         self._expected_crc32c = expected_crc32c
         self._size = size
-        self.hasher = Hasher()
+        self.hasher = Hasher(md5=md5)
         self.error: BaseException | None = None
         self._pending: deque[bytes] = deque()
         self._pending_size = 0
@@ -235,6 +237,9 @@ def http_pool(endpoint: str, pool_size: int, read_timeout: float, connect_timeou
     options = {
         "num_pools": 4,
         "maxsize": pool_size,
+        # urllib3 reads file-like bodies in blocksize pieces (16 KiB by default):
+        # a CheckedBody holds 256 KiB chunks, which would be re-sliced 16 times.
+        "blocksize": 256 * 1024,
         "retries": False,
         "timeout": urllib3.Timeout(connect=connect_timeout, read=read_timeout),
         "cert_reqs": "CERT_REQUIRED",

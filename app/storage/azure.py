@@ -12,10 +12,13 @@ with 32 threads, this takes the client CPU of a small upload from about
 Put Blob from an iterator: ``upload_blob`` reads a single-put body whole into
 memory first.
 
-Uploads:
+Uploads (Put Blob checks a transactional ``Content-MD5`` over the bytes it
+receives and commits nothing on a mismatch, so an expected MD5 is sent for
+Azure to check rather than computed here; size and CRC32C are always checked
+locally over the bytes in transit):
 
-* up to ``buffer_max`` (8 MiB): buffered, hashed and checked locally, then one
-  Put Blob with the transactional ``Content-MD5`` (Azure re-checks it);
+* up to ``buffer_max`` (8 MiB): buffered and checked, then one Put Blob with
+  ``Content-MD5`` (the expected one, or computed here when none is expected);
 * known size up to ``single_put_max`` (64 MiB): one Put Blob streamed through
   a ``CheckedBody`` that verifies size and checksums before releasing the
   last bytes, so a mismatch aborts the request and nothing is committed
@@ -356,6 +359,12 @@ class AzureBlobStore(ObjectStore):
             break
         if response.status not in expect:
             code = response.headers.get("x-ms-error-code", "")
+            if response.status == 400 and code == "InvalidOperation" and "Content-MD5" in (headers or {}):
+                # Azurite answers a Content-MD5 mismatch with InvalidOperation ("Provided
+                # contentMD5 doesn't match"); Azure says Md5Mismatch.
+                message = _error_message(response)
+                if "md5" in message.lower():
+                    code = "Md5Mismatch"
             _discard(response)
             raise self._status_error(response.status, code, key)
         return response
@@ -472,22 +481,26 @@ class AzureBlobStore(ObjectStore):
         }
         data, rest = prefetch(body, self._buffer_max, size)
         if data is not None:
-            hasher = Hasher()
+            # Put Blob checks a Content-MD5 over the bytes it receives and commits
+            # nothing on a mismatch, so an expected MD5 goes to Azure to check;
+            # the CRC32C is checked here.
+            hasher = Hasher(md5=not expected_md5)
             hasher.update(data)
             if size is not None and size != len(data):
                 raise IntegrityError(f"{key}: body has {len(data)} bytes, the declared size was {size}")
             hasher.check(key, expected_md5, expected_crc32c)
+            md5 = expected_md5.lower() if expected_md5 else hasher.md5
             headers = self._put_headers(crc32c=hasher.crc32c, **common)
             headers.update(
                 {
                     "x-ms-blob-type": "BlockBlob",
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(len(data)),
-                    "Content-MD5": _b64(bytes.fromhex(hasher.md5)),
+                    "Content-MD5": _b64(bytes.fromhex(md5)),
                 }
             )
             response = self._send("PUT", key, headers=headers, data=data, expect=(201,))
-            return self._written(key, len(data), hasher.md5, hasher.crc32c, response.headers, **common)
+            return self._written(key, len(data), md5, hasher.crc32c, response.headers, **common)
         if size is not None and size <= self._single_max:
             return self._put_streamed(key, rest, size, expected_md5, expected_crc32c, common)
         return self._put_blocks(key, rest, size, expected_md5, expected_crc32c, common)
@@ -501,7 +514,9 @@ class AzureBlobStore(ObjectStore):
         expected_crc32c: str | None,
         common: dict[str, Any],
     ) -> ObjectInfo:
-        body = CheckedBody(chunks, key, expected_md5=expected_md5, expected_crc32c=expected_crc32c, size=size)
+        # As above: an expected MD5 is Azure's to check (Content-MD5), the CRC32C and size are ours.
+        body = CheckedBody(chunks, key, expected_md5=expected_md5, expected_crc32c=expected_crc32c, size=size,
+                           md5=not expected_md5)
         headers = self._put_headers(crc32c=expected_crc32c, **common)
         headers.update(
             {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream", "Content-Length": str(size)}
@@ -515,7 +530,8 @@ class AzureBlobStore(ObjectStore):
         if not body.finished:
             raise TransientStorageError(f"{self.url}/{key}: the service answered before the whole body was sent")
         crc32c = expected_crc32c.lower() if expected_crc32c else None
-        return self._written(key, size, body.hasher.md5, crc32c, response.headers, **common)
+        md5 = expected_md5.lower() if expected_md5 else body.hasher.md5
+        return self._written(key, size, md5, crc32c, response.headers, **common)
 
     def _put_blocks(
         self,
@@ -670,6 +686,16 @@ class AzureBlobStore(ObjectStore):
             with contextlib.suppress(Exception):  # closing is best effort
                 owned.close()
         self._owned.clear()
+
+
+def _error_message(response: urllib3.BaseHTTPResponse) -> str:
+    """The ``<Message>`` of an error response (a small XML document), or ""."""
+    try:
+        body = response.data
+        found = re.search(rb"<Message>(.*?)</Message>", body or b"", re.S)
+    except (urllib3.exceptions.HTTPError, OSError):
+        return ""
+    return found.group(1).decode(errors="replace") if found else ""
 
 
 def _discard(response: urllib3.BaseHTTPResponse) -> None:
