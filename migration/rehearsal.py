@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.storage.emulators import Azurite, EmulatorError, FakeGcsServer, free_port
+from app.storage.emulators import Azurite, EmulatorError, FakeGcsServer, environment, free_port
 
 SOURCE_BUCKET = "spotshift-source"
 TARGET_CONTAINER = "spotshift-target"
@@ -229,21 +229,6 @@ def _image(index: int, rng: random.Random) -> tuple[str, bytes, str]:
     return f"drawing-{index:04d}.png", buffer.getvalue(), "image/png"
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block, then restore what was there."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 # -- the rehearsal ----------------------------------------------------------------------
 
 
@@ -396,7 +381,7 @@ class Rehearsal:
             self.azurite.create_container(TARGET_CONTAINER)
             # The provider runs in this process, as it runs in the Pulumi engine's: it finds the GCS
             # emulator the way it would find Application Default Credentials, through the environment.
-            self._stack.enter_context(_environment(self.gcs.env))
+            self._stack.enter_context(environment(self.gcs.env))
             base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "GCS_", "STORAGE_"))}
             base.update({"LEASE_SECONDS": "15", "WORKER_POLL_SECONDS": "0.3", "WORKER_GRACE_SECONDS": "10",
                          "LOG_LEVEL": "INFO"})

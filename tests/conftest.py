@@ -7,7 +7,6 @@ tests never see each other's objects.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from app.storage import LocalStore, ObjectStore
-from app.storage.emulators import Azurite, FakeGcsServer
+from app.storage.emulators import Azurite, FakeGcsServer, environment
 
 if TYPE_CHECKING:
     from tests.infra.pulumi_mocks import SpotshiftMocks
@@ -40,18 +39,8 @@ def mocks() -> Iterator["SpotshiftMocks"]:
 @pytest.fixture(scope="session")
 def fake_gcs() -> Iterator[FakeGcsServer]:
     """fake-gcs-server for the whole session; google-cloud-storage is pointed at it via env."""
-    server = FakeGcsServer().start()
-    saved = {key: os.environ.get(key) for key in server.env}
-    os.environ.update(server.env)
-    try:
+    with FakeGcsServer() as server, environment(server.env):
         yield server
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture(scope="session")
