@@ -2,8 +2,11 @@
 
 * GCP: ``instance/preempted`` answers ``TRUE`` once the VM is being preempted
   (~30 s before the hard stop); the request needs ``Metadata-Flavor: Google``.
-* Azure: Scheduled Events lists an event with ``EventType == "Preempt"`` at
-  least 30 s ahead; the request needs ``Metadata: true``.
+* Azure: Scheduled Events lists an event with ``EventType`` ``Preempt`` (a
+  Spot eviction, at least 30 s ahead) or ``Terminate`` (the scale set is
+  deleting this instance: scale-in or replacement, announced by its terminate
+  notification); the request needs ``Metadata: true``. Once the worker has
+  drained, the event is approved so Azure need not wait until ``NotBefore``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import threading
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,33 +24,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Scheduled Events that take this VM away: drain on either.
+AZURE_EVICTION_EVENTS = ("Preempt", "Terminate")
+
 # Metadata endpoints are link-local: an HTTP(S)_PROXY from the environment
 # must never see these requests.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _fetch(url: str, headers: dict[str, str], timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers=headers)
+@dataclass(frozen=True)
+class Notice:
+    """An eviction notice: why, and the Azure Scheduled Event to approve once drained."""
+
+    reason: str
+    event_id: str | None = None
+
+
+def _fetch(url: str, headers: dict[str, str], timeout: float, data: bytes | None = None) -> bytes:
+    request = urllib.request.Request(url, headers=headers, data=data, method="POST" if data is not None else "GET")
     with _opener.open(request, timeout=timeout) as response:
         return response.read(1024 * 1024)
 
 
-def gcp_preempted(url: str, timeout: float = 2.0) -> str | None:
-    """Return a reason if GCE metadata says this VM is preempted, else None."""
+def gcp_preempted(url: str, timeout: float = 2.0) -> Notice | None:
+    """A notice if GCE metadata says this VM is preempted, else None."""
     body = _fetch(url, {"Metadata-Flavor": "Google"}, timeout)
     if body.decode("ascii", "replace").strip().upper() == "TRUE":
-        return "GCP metadata reports instance/preempted=TRUE"
+        return Notice("GCP metadata reports instance/preempted=TRUE")
     return None
 
 
-def azure_preempt_scheduled(url: str, timeout: float = 2.0) -> str | None:
-    """Return a reason if Azure Scheduled Events lists a Preempt event, else None."""
+def azure_eviction_scheduled(url: str, timeout: float = 2.0) -> Notice | None:
+    """A notice if Azure Scheduled Events lists a Preempt or Terminate event, else None."""
     document = json.loads(_fetch(url, {"Metadata": "true"}, timeout) or b"{}")
     events = document.get("Events") if isinstance(document, dict) else None
     for event in events or []:
-        if isinstance(event, dict) and event.get("EventType") == "Preempt":
-            return f"Azure Scheduled Events: Preempt {event.get('EventId', '?')} (NotBefore {event.get('NotBefore', '?')})"
+        if isinstance(event, dict) and event.get("EventType") in AZURE_EVICTION_EVENTS:
+            event_id = event.get("EventId")
+            return Notice(
+                f"Azure Scheduled Events: {event['EventType']} {event_id or '?'} "
+                f"(NotBefore {event.get('NotBefore', '?')})",
+                str(event_id) if event_id else None,
+            )
     return None
+
+
+def approve_azure_event(url: str, event_id: str, timeout: float = 2.0) -> None:
+    """Approve (start) a Scheduled Event: this VM is done and may go now."""
+    body = json.dumps({"StartRequests": [{"EventId": event_id}]}).encode()
+    _fetch(url, {"Metadata": "true", "Content-Type": "application/json"}, timeout, data=body)
 
 
 class EvictionWatcher(threading.Thread):
@@ -54,24 +80,27 @@ class EvictionWatcher(threading.Thread):
 
     def __init__(
         self,
-        check: Callable[[str, float], str | None],
+        check: Callable[[str, float], Notice | None],
         url: str,
         interval: float,
         on_evict: Callable[[str], None],
+        approve: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(name="eviction-watcher", daemon=True)
         self._check = check
         self._url = url
         self._interval = interval
         self._on_evict = on_evict
+        self._approve = approve
         self._stopped = threading.Event()
+        self.notice: Notice | None = None
 
     def run(self) -> None:
         """Poll until an eviction notice arrives or ``stop()`` is called."""
         failures = 0
         while not self._stopped.is_set():
             try:
-                reason = self._check(self._url, min(2.0, self._interval))
+                notice = self._check(self._url, min(2.0, self._interval))
                 failures = 0
             except (OSError, ValueError) as exc:
                 failures += 1
@@ -79,16 +108,29 @@ class EvictionWatcher(threading.Thread):
                 # metadata server does not flood the log.
                 if failures % 60 == 1:
                     log.warning("eviction watcher: cannot read %s: %s", self._url, exc)
-                reason = None
-            if reason:
-                log.warning("eviction notice: %s", reason)
-                self._on_evict(reason)
+                notice = None
+            if notice is not None:
+                log.warning("eviction notice: %s", notice.reason)
+                self.notice = notice
+                self._on_evict(notice.reason)
                 return
             self._stopped.wait(self._interval)
 
     def stop(self) -> None:
         """Stop polling."""
         self._stopped.set()
+
+    def approve(self) -> None:
+        """After the drain: approve the notice's event, if it has one (best effort)."""
+        notice = self.notice
+        if notice is None or notice.event_id is None or self._approve is None:
+            return
+        try:
+            self._approve(self._url, notice.event_id)
+            log.info("approved scheduled event %s: drained", notice.event_id)
+        except (OSError, ValueError) as exc:
+            log.warning("could not approve scheduled event %s (the platform waits for NotBefore): %s",
+                        notice.event_id, exc)
 
 
 def build_watcher(settings: Settings, on_evict: Callable[[str], None]) -> EvictionWatcher | None:
@@ -97,5 +139,6 @@ def build_watcher(settings: Settings, on_evict: Callable[[str], None]) -> Evicti
     if settings.EVICTION_WATCH == "gcp":
         return EvictionWatcher(gcp_preempted, settings.GCP_METADATA_URL, interval, on_evict)
     if settings.EVICTION_WATCH == "azure":
-        return EvictionWatcher(azure_preempt_scheduled, settings.AZURE_SCHEDULED_EVENTS_URL, interval, on_evict)
+        return EvictionWatcher(azure_eviction_scheduled, settings.AZURE_SCHEDULED_EVENTS_URL, interval, on_evict,
+                               approve=approve_azure_event)
     return None

@@ -276,6 +276,8 @@ def run_worker(settings: Settings, *, burst: bool = False, process: Callable[[by
         finally:
             if watcher is not None:
                 watcher.stop()
+                # The job is finished or released: let the platform take the VM now.
+                watcher.approve()
         return 0
     finally:
         store.close()

@@ -109,7 +109,8 @@ def load_config() -> AzureTargetConfig:
         image=image,
         build_image=build_image,
         vm_size=read_str("spotshift:vmSize", "Standard_D2as_v5"),
-        worker_count=read_int("spotshift:workerCount", 0, 1000),
+        # A scale set in one placement group (the default) holds at most 100 VMs.
+        worker_count=read_int("spotshift:workerCount", 0, 100),
         api_port=api_port,
         allowed_cidrs=read_cidr_list("spotshift:allowedCidrs"),
         ssh_source_cidr=read_cidr("spotshift:sshSourceCidr"),

@@ -104,10 +104,11 @@ class AzureSpotApiVm(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(args.depends_on),
-                # Azure refuses to change custom_data on an existing VM and
-                # azure-native would try an update, so a new cloud-init must
-                # replace the VM. The path uses the engine's (camelCase) names.
-                replace_on_changes=["osProfile.customData"],
+                # Azure refuses to change custom_data, the admin user or its SSH
+                # keys on an existing VM (PropertyChangeNotAllowed) and azure-native
+                # would try an update, so any change under osProfile replaces the
+                # VM. The path uses the engine's (camelCase) names.
+                replace_on_changes=["osProfile"],
                 # The NIC (and its static IP) belongs to one VM at a time.
                 delete_before_replace=True,
             ),

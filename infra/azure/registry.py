@@ -64,7 +64,8 @@ class AcrImage(pulumi.ComponentResource):
                 principal_type="ServicePrincipal",
                 role_definition_id=pull_role,
                 scope=registry.id,
-                opts=child,
+                # One assignment per principal, role and scope: replace by deleting first.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
             )
             for index, principal_id in enumerate(args.pull_principal_ids)
         ]

@@ -89,7 +89,9 @@ class AzureBlobStorage(pulumi.ComponentResource):
                 principal_type=contributor.principal_type,
                 role_definition_id=contributor_role,
                 scope=account.id,
-                opts=child,
+                # Azure keeps one assignment per principal, role and scope and cannot
+                # update one in place: a replacement must delete the old one first.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
             )
             for contributor in args.contributors
         ]

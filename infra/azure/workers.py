@@ -71,6 +71,12 @@ class AzureSpotWorkerScaleSet(pulumi.ComponentResource):
                 "eviction_policy": args.eviction_policy,
                 "billing_profile": {"max_price": SPOT_MAX_PRICE},
                 "security_profile": TRUSTED_LAUNCH,
+                # Scale-in and replacement announce themselves as a Terminate
+                # Scheduled Event: the worker drains, then approves it (or Azure
+                # goes ahead after 5 minutes, the shortest timeout it allows).
+                "scheduled_events_profile": {
+                    "terminate_notification_profile": {"enable": True, "not_before_timeout": "PT5M"}
+                },
                 "storage_profile": {
                     "image_reference": UBUNTU_2404_IMAGE,
                     "os_disk": {
@@ -108,10 +114,11 @@ class AzureSpotWorkerScaleSet(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.depends_on),
                 # An upgrade to a new custom_data does not re-run cloud-init on
-                # existing instances, so a new document replaces the scale set.
-                # The new set is created before the old one is deleted (names
-                # are auto-generated): workers drain while new ones start.
-                replace_on_changes=["virtualMachineProfile.osProfile.customData"],
+                # existing instances (and the admin user and SSH keys cannot
+                # change), so any osProfile change replaces the scale set. The new
+                # set is created before the old one is deleted (names are
+                # auto-generated); the old workers get a Terminate event and drain.
+                replace_on_changes=["virtualMachineProfile.osProfile"],
             ),
         )
 

@@ -63,9 +63,12 @@ class GcpSpotApiVm(pulumi.ComponentResource):
             project=args.project,
             zone=args.zone,
             machine_type=args.machine_type,
-            # STOP keeps the disk and the static IP through a preemption; the VM
-            # comes back with `gcloud compute instances start` or the next `pulumi up`.
+            # STOP keeps the disk and the static IP through a preemption. The VM
+            # comes back with `gcloud compute instances start`, or with
+            # `pulumi up --refresh`, which sees it stopped and, since the desired
+            # status is RUNNING, starts it.
             scheduling=spot_scheduling(args.provisioning_model, "STOP"),
+            desired_status="RUNNING",
             boot_disk={
                 "auto_delete": True,
                 "initialize_params": {"image": args.boot_image, "size": args.disk_size_gb, "type": "pd-balanced"},

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.eviction import azure_preempt_scheduled, build_watcher, gcp_preempted
+from app.eviction import azure_eviction_scheduled, build_watcher, gcp_preempted
 from app.settings import Settings
 from app.storage import LocalStore
-from app.worker import Worker
+from app.worker import Worker, run_worker
 
 from .test_worker import wait_until
 
@@ -25,6 +25,7 @@ class FakeMetadata:
         self.body = body
         self.status = status
         self.requests: list[dict[str, str]] = []
+        self.posts: list[tuple[dict[str, str], bytes]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +35,11 @@ class FakeMetadata:
                     self._answer(403, b"missing metadata header")
                 else:
                     self._answer(fake.status, fake.body)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fake.posts.append((dict(self.headers), body))
+                self._answer(200 if self.headers.get(fake.header[0]) == fake.header[1] else 403, b"")
 
             def _answer(self, status: int, body: bytes) -> None:
                 self.send_response(status)
@@ -85,9 +91,9 @@ def azure_events(*event_types: str) -> bytes:
 def test_gcp_check_sends_the_metadata_flavor_header(metadata_server: Callable[..., FakeMetadata]) -> None:
     server = metadata_server(GCP_HEADER, b"TRUE")
 
-    reason = gcp_preempted(server.url)
+    notice = gcp_preempted(server.url)
 
-    assert reason is not None and "preempted" in reason
+    assert notice is not None and "preempted" in notice.reason and notice.event_id is None
     assert server.requests[0]["Metadata-Flavor"] == "Google"
 
 
@@ -97,22 +103,25 @@ def test_gcp_check_is_quiet_while_not_preempted(metadata_server: Callable[..., F
     assert gcp_preempted(server.url) is None
 
 
-def test_azure_check_finds_preempt_among_other_events(metadata_server: Callable[..., FakeMetadata]) -> None:
-    server = metadata_server(AZURE_HEADER, azure_events("Freeze", "Preempt"))
+@pytest.mark.parametrize("kind", ["Preempt", "Terminate"])
+def test_azure_check_finds_preempt_or_terminate_among_other_events(
+    metadata_server: Callable[..., FakeMetadata], kind: str
+) -> None:
+    server = metadata_server(AZURE_HEADER, azure_events("Freeze", kind))
 
-    reason = azure_preempt_scheduled(server.url)
+    notice = azure_eviction_scheduled(server.url)
 
-    assert reason is not None and "Preempt evt-1" in reason
+    assert notice is not None and f"{kind} evt-1" in notice.reason and notice.event_id == "evt-1"
     assert server.requests[0]["Metadata"] == "true"
 
 
 @pytest.mark.parametrize("body", [azure_events(), azure_events("Freeze", "Reboot", "Redeploy"), b"{}"])
-def test_azure_check_ignores_events_other_than_preempt(
+def test_azure_check_ignores_events_that_keep_the_vm(
     metadata_server: Callable[..., FakeMetadata], body: bytes
 ) -> None:
     server = metadata_server(AZURE_HEADER, body)
 
-    assert azure_preempt_scheduled(server.url) is None
+    assert azure_eviction_scheduled(server.url) is None
 
 
 @pytest.mark.parametrize(
@@ -174,3 +183,30 @@ def test_metadata_errors_do_not_trigger_a_drain(
 
 def test_no_watcher_when_eviction_watch_is_off(settings: Settings) -> None:
     assert build_watcher(settings, lambda reason: None) is None
+
+
+def test_a_drained_worker_approves_the_terminate_event_so_azure_need_not_wait(
+    make_settings: Callable[..., Settings], metadata_server: Callable[..., FakeMetadata]
+) -> None:
+    server = metadata_server(AZURE_HEADER, azure_events("Terminate"))
+    settings = make_settings(EVICTION_WATCH="azure", AZURE_SCHEDULED_EVENTS_URL=server.url, EVICTION_POLL_SECONDS=0.02)
+
+    code = run_worker(settings)  # not burst: only the notice can end it
+
+    assert code == 0, "the worker drains on the Terminate notice and exits 0"
+    assert len(server.posts) == 1
+    headers, body = server.posts[0]
+    assert headers["Metadata"] == "true"
+    assert json.loads(body) == {"StartRequests": [{"EventId": "evt-0"}]}
+
+
+def test_no_approval_without_an_eviction_notice(
+    local_store: LocalStore, make_settings: Callable[..., Settings], metadata_server: Callable[..., FakeMetadata]
+) -> None:
+    server = metadata_server(AZURE_HEADER, azure_events("Freeze"))
+    settings = make_settings(EVICTION_WATCH="azure", AZURE_SCHEDULED_EVENTS_URL=server.url, EVICTION_POLL_SECONDS=0.02)
+
+    code = run_worker(settings, burst=True)
+
+    assert code == 0
+    assert server.posts == []

@@ -216,9 +216,9 @@ def test_changed_cloud_init_replaces_vm_and_scale_set(mocks, configure, exports)
 
     def check(_):
         vm, vmss = mocks.one(VM), mocks.one(VMSS)
-        assert vm.options["replaceOnChanges"] == ["osProfile.customData"]
+        assert vm.options["replaceOnChanges"] == ["osProfile"]
         assert vm.options["deleteBeforeReplace"] is True
-        assert vmss.options["replaceOnChanges"] == ["virtualMachineProfile.osProfile.customData"]
+        assert vmss.options["replaceOnChanges"] == ["virtualMachineProfile.osProfile"]
         assert vmss.inputs["upgradePolicy"] == {"mode": "Automatic"}
 
     return resolved(outputs).apply(check)
@@ -265,7 +265,8 @@ def test_migration_target_hands_over_what_the_migration_needs(mocks, configure, 
          r"spotshift:syncRound must be an integer from 0 to 1000000 \(got 'two'\)"),
         ({"allowedCidrs": ["0.0.0.0/40"]}, r"spotshift:allowedCidrs must hold IPv4 CIDRs"),
         ({"allowedCidrs": "not json ["}, r"spotshift:allowedCidrs must hold IPv4 CIDRs"),
-        ({"workerCount": -1}, r"spotshift:workerCount must be an integer from 0 to 1000"),
+        ({"workerCount": -1}, r"spotshift:workerCount must be an integer from 0 to 100 "),
+        ({"workerCount": 101}, r"spotshift:workerCount must be an integer from 0 to 100 "),
         ({"sshPublicKey": None}, r"spotshift:sshPublicKey is required"),
         ({"sshPublicKey": "-----BEGIN OPENSSH PRIVATE KEY-----"}, r"spotshift:sshPublicKey must be one OpenSSH public key"),
         ({"deployerPrincipalType": "Robot"}, r"spotshift:deployerPrincipalType must be one of User, ServicePrincipal, Group"),

@@ -108,6 +108,23 @@ def test_worker_scale_set_is_spot_with_restore_and_automatic_upgrades(mocks):
         assert profile["evictionPolicy"] == "Delete"
         assert profile["billingProfile"] == {"maxPrice": -1}
         assert mocks.one(VM).inputs["evictionPolicy"] == "Delete"
+        assert profile["scheduledEventsProfile"] == {
+            "terminateNotificationProfile": {"enable": True, "notBeforeTimeout": "PT5M"}
+        }, "scale-in and replacement must announce a Terminate event the workers drain on"
+
+    return settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_role_assignments_are_replaced_by_deleting_first(mocks, monkeypatch):
+    monkeypatch.setattr(images, "exchange_acr_refresh_token", lambda *args: "acr-refresh-token")
+    workload(image=None, build=ImageBuildArgs(context="/src", dockerfile="/src/Dockerfile"))
+
+    def check(_):
+        grants = mocks.of_type(ROLE)
+        assert len(grants) == 3, [g.name for g in grants]
+        for grant in grants:
+            assert grant.options["deleteBeforeReplace"] is True, f"{grant.name}: Azure allows one per principal"
 
     return settled().apply(check)
 
@@ -295,7 +312,7 @@ def test_changed_cloud_init_replaces_the_api_vm(mocks):
     def check(_):
         vm = mocks.one(VM)
         # Engine property paths are the wire names: osProfile.customData.
-        assert vm.options["replaceOnChanges"] == ["osProfile.customData"]
+        assert vm.options["replaceOnChanges"] == ["osProfile"], "custom data, admin user and SSH keys are fixed"
         # The NIC and its static IP belong to one VM at a time.
         assert vm.options["deleteBeforeReplace"] is True
         assert vm.inputs["networkProfile"]["networkInterfaces"][0]["deleteOption"] == "Detach"
@@ -309,7 +326,7 @@ def test_changed_cloud_init_replaces_the_scale_set_create_first(mocks):
 
     def check(_):
         vmss = mocks.one(VMSS)
-        assert vmss.options["replaceOnChanges"] == ["virtualMachineProfile.osProfile.customData"]
+        assert vmss.options["replaceOnChanges"] == ["virtualMachineProfile.osProfile"]
         assert vmss.options["deleteBeforeReplace"] is False
         assert "vmScaleSetName" not in vmss.inputs, "an auto-generated name lets the new set exist next to the old"
 

@@ -53,6 +53,7 @@ def test_api_vm_is_spot_and_stops_on_preemption(mocks):
             "onHostMaintenance": "TERMINATE",
             "instanceTerminationAction": "STOP",
         }, f"API VM scheduling: {scheduling}"
+        assert mocks.one(INSTANCE).inputs["desiredStatus"] == "RUNNING", "`pulumi up --refresh` restarts it"
 
     return settled().apply(check)
 
