@@ -38,6 +38,10 @@ def _configured(start: Callable[[Any], T]) -> T:
             level=settings.LOG_LEVEL,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # At DEBUG these libraries log full request URLs, SAS signatures included:
+        # they stay at WARNING whatever LOG_LEVEL says.
+        for noisy in ("urllib3", "azure", "google", "requests"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.LOG_LEVEL)))
         return start(settings)
     except (ConfigError, StorageConfigError) as exc:
         typer.echo(f"spotshift: configuration error: {exc}", err=True)

@@ -5,8 +5,11 @@
 * Azure: Scheduled Events lists an event with ``EventType`` ``Preempt`` (a
   Spot eviction, at least 30 s ahead) or ``Terminate`` (the scale set is
   deleting this instance: scale-in or replacement, announced by its terminate
-  notification); the request needs ``Metadata: true``. Once the worker has
-  drained, the event is approved so Azure need not wait until ``NotBefore``.
+  notification); the request needs ``Metadata: true``. Every instance of a
+  scale set sees the events of all its instances, so an event counts only if
+  its ``Resources`` name this VM (from IMDS ``instance/compute/name``). Once
+  the worker has drained, its own event is approved so Azure need not wait
+  until ``NotBefore``.
 """
 
 from __future__ import annotations
@@ -54,19 +57,46 @@ def gcp_preempted(url: str, timeout: float = 2.0) -> Notice | None:
     return None
 
 
-def azure_eviction_scheduled(url: str, timeout: float = 2.0) -> Notice | None:
-    """A notice if Azure Scheduled Events lists a Preempt or Terminate event, else None."""
+def azure_eviction_scheduled(url: str, timeout: float = 2.0, instance_name: str | None = None) -> Notice | None:
+    """A notice if Azure Scheduled Events lists a Preempt or Terminate event for this VM, else None.
+
+    With ``instance_name`` unknown, any such event counts (draining for a
+    neighbour's eviction is safer than missing our own), but none is approved.
+    """
     document = json.loads(_fetch(url, {"Metadata": "true"}, timeout) or b"{}")
     events = document.get("Events") if isinstance(document, dict) else None
-    for event in events or []:
-        if isinstance(event, dict) and event.get("EventType") in AZURE_EVICTION_EVENTS:
-            event_id = event.get("EventId")
-            return Notice(
-                f"Azure Scheduled Events: {event['EventType']} {event_id or '?'} "
-                f"(NotBefore {event.get('NotBefore', '?')})",
-                str(event_id) if event_id else None,
-            )
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict) or event.get("EventType") not in AZURE_EVICTION_EVENTS:
+            continue
+        resources = event.get("Resources")
+        resources = [str(r) for r in resources] if isinstance(resources, list) else []
+        if instance_name and resources and instance_name not in resources:
+            continue  # another instance of the scale set
+        event_id = event.get("EventId")
+        ours = bool(instance_name) and instance_name in resources
+        return Notice(
+            f"Azure Scheduled Events: {event['EventType']} {event_id or '?'} "
+            f"(NotBefore {event.get('NotBefore', '?')})",
+            str(event_id) if event_id and ours else None,
+        )
     return None
+
+
+class AzureEvictionCheck:
+    """``azure_eviction_scheduled`` for this VM, whose name is read once from IMDS."""
+
+    def __init__(self, name_url: str) -> None:
+        self._name_url = name_url
+        self.instance_name: str | None = None
+
+    def __call__(self, url: str, timeout: float = 2.0) -> Notice | None:
+        """Poll Scheduled Events (learning this VM's name first, when it can)."""
+        if self.instance_name is None:
+            try:
+                self.instance_name = _fetch(self._name_url, {"Metadata": "true"}, timeout).decode().strip() or None
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                log.debug("eviction watcher: instance name unknown yet: %s", exc)
+        return azure_eviction_scheduled(url, timeout, self.instance_name)
 
 
 def approve_azure_event(url: str, event_id: str, timeout: float = 2.0) -> None:
@@ -102,7 +132,7 @@ class EvictionWatcher(threading.Thread):
             try:
                 notice = self._check(self._url, min(2.0, self._interval))
                 failures = 0
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # a bad answer must never end the watch
                 failures += 1
                 # Log the first failure and then every 60th, so a VM without a
                 # metadata server does not flood the log.
@@ -139,6 +169,6 @@ def build_watcher(settings: Settings, on_evict: Callable[[str], None]) -> Evicti
     if settings.EVICTION_WATCH == "gcp":
         return EvictionWatcher(gcp_preempted, settings.GCP_METADATA_URL, interval, on_evict)
     if settings.EVICTION_WATCH == "azure":
-        return EvictionWatcher(azure_eviction_scheduled, settings.AZURE_SCHEDULED_EVENTS_URL, interval, on_evict,
-                               approve=approve_azure_event)
+        return EvictionWatcher(AzureEvictionCheck(settings.AZURE_INSTANCE_NAME_URL), settings.AZURE_SCHEDULED_EVENTS_URL,
+                               interval, on_evict, approve=approve_azure_event)
     return None

@@ -56,6 +56,10 @@ class LeaseLost(Exception):
     """Another worker took over the lease (it had expired); abandon the job."""
 
 
+class JobCorrupt(Exception):
+    """The job's document exists but is not a valid job document."""
+
+
 @dataclass(frozen=True)
 class Lease:
     """A worker's time-limited claim on one job; ``version`` guards every update."""
@@ -97,7 +101,36 @@ def _iso(timestamp: float) -> str:
 
 
 def _epoch(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso).timestamp() if iso else None
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except (TypeError, ValueError):
+        return None
+
+
+def job_problem(doc: Any, job_id: str) -> str | None:
+    """Why ``doc`` is not a usable job document for ``job_id`` (None when it is)."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    if doc.get("id") != job_id:
+        return f"id {doc.get('id')!r} does not match"
+    if doc.get("status") not in STATUSES:
+        return f"unknown status {doc.get('status')!r}"
+    attempts = doc.get("attempts")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+        return f"attempts {attempts!r} is not a count"
+    if not all(isinstance(doc.get(name), str) for name in ("input_key", "created_at", "filename")):
+        return "input_key, created_at or filename missing"
+    if not isinstance(doc.get("timings", {}), dict):
+        return "timings is not an object"
+    return None
+
+
+def _lease_expiry(doc: Any) -> float:
+    """A lease document's expiry; 0 (expired) for anything unreadable, so it cannot block the job."""
+    try:
+        return float(doc.get("expires_at") or 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0.0
 
 
 def _created(info: ObjectInfo) -> str:
@@ -186,13 +219,19 @@ class Queue:
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
-        """The job's document; ``ValueError`` for a malformed id, ``JobNotFound`` if unknown."""
+        """The job's document; ``ValueError`` for a malformed id, ``JobNotFound`` if unknown, ``JobCorrupt``."""
         if not is_job_id(job_id):
             raise ValueError(f"malformed job id {job_id!r}")
         try:
-            return self.store.get_json(self.job_key(job_id))
+            job = self.store.get_json(self.job_key(job_id))
         except ObjectNotFound:
             raise JobNotFound(job_id) from None
+        except ValueError as err:
+            raise JobCorrupt(f"job {job_id}: document is not JSON ({err})") from None
+        problem = job_problem(job, job_id)
+        if problem:
+            raise JobCorrupt(f"job {job_id}: invalid document: {problem}")
+        return job
 
     def read_input(self, job: dict[str, Any]) -> bytes:
         """The job's input bytes."""
@@ -207,9 +246,14 @@ class Queue:
             if len(jobs) >= limit:
                 break
             try:
-                jobs.append(self.store.get_json(info.key))
+                job = self.store.get_json(info.key)
             except (ObjectNotFound, ValueError):
                 continue
+            job_id = info.key.removeprefix(JOBS).removesuffix(".json")
+            if job_problem(job, job_id) is None:
+                jobs.append(job)
+            else:
+                log.warning("%s: not a valid job document, left out of the listing", info.key)
         return jobs
 
     def counts(self) -> dict[str, int]:
@@ -260,27 +304,49 @@ class Queue:
             else:
                 try:
                     held = self.store.get_json(key)
-                    expires_at = float(held.get("expires_at", 0))
                 except ValueError:
-                    held, expires_at = {}, 0.0  # an unreadable lease must not block the job forever
+                    held = None  # an unreadable lease must not block the job forever
+                expires_at = _lease_expiry(held)
                 if expires_at > now:
                     return None
                 info = self.store.put_json(key, doc, if_version=current.version)
                 log.warning(
                     "job %s: lease of worker %s expired %.1fs ago, taken over by %s",
-                    job_id, held.get("worker"), now - expires_at, worker_id,
+                    job_id, held.get("worker") if isinstance(held, dict) else None, now - expires_at, worker_id,
                 )
         except (PreconditionFailed, ObjectNotFound):
-            return None  # another worker won the race
+            info = self._landed(key, doc)
+            if info is None:
+                return None  # another worker won the race
         return Lease(job_id, worker_id, doc["expires_at"], str(info.version))
+
+    def _landed(self, key: str, doc: dict[str, Any]) -> ObjectInfo | None:
+        """After a failed conditional write: the object's info if it holds exactly ``doc`` anyway.
+
+        A write that committed but whose response was lost is retried by the
+        backend and then fails its own precondition; the lease's expiry (a
+        fresh timestamp) makes the document unique to that one write.
+        """
+        try:
+            info = self.store.head(key)
+            current = self.store.get_json(key)
+        except (ObjectNotFound, ValueError):
+            return None
+        return info if current == doc else None
 
     def _start(self, job_id: str, lease: Lease) -> Claim | None:
         try:
             job = self.store.get_json(self.job_key(job_id))
-        except (ObjectNotFound, ValueError):
-            log.warning("job %s: marker without a readable job document, removing it", job_id)
+        except ObjectNotFound:
+            log.warning("job %s: marker without a job document, removing it", job_id)
             self.store.delete(self.marker_key(job_id))
             self._drop_lease(lease)
+            return None
+        except ValueError:
+            job = None
+        problem = job_problem(job, job_id) if job is not None else "not JSON"
+        if problem:
+            self._fail_corrupt(job_id, lease, f"job document unreadable: {problem}")
             return None
         claim = Claim(job, lease)
         if job["status"] in ("done", "failed"):
@@ -307,10 +373,14 @@ class Queue:
         """Extend the lease by ``lease_seconds``; ``LeaseLost`` if another worker took it over."""
         expires_at = self._clock() + self.lease_seconds
         doc = {"job_id": lease.job_id, "worker": lease.worker, "expires_at": expires_at}
+        key = self.lease_key(lease.job_id)
         try:
-            info = self.store.put_json(self.lease_key(lease.job_id), doc, if_version=lease.version)
+            info = self.store.put_json(key, doc, if_version=lease.version)
         except (PreconditionFailed, ObjectNotFound):
-            raise LeaseLost(f"job {lease.job_id}: worker {lease.worker} lost its lease") from None
+            landed = self._landed(key, doc)
+            if landed is None:
+                raise LeaseLost(f"job {lease.job_id}: worker {lease.worker} lost its lease") from None
+            info = landed
         return replace(lease, expires_at=expires_at, version=str(info.version))
 
     def _confirm(self, claim: Claim) -> None:
@@ -355,6 +425,18 @@ class Queue:
         log.warning("job %s: failed on worker %s: %s", job_id, claim.lease.worker, reason)
         return job
 
+    def _fail_corrupt(self, job_id: str, lease: Lease, reason: str) -> None:
+        """End a job whose document cannot be read: a minimal failed document replaces it."""
+        now = _iso(self._clock())
+        job = {"id": job_id, "status": "failed", "filename": "", "content_type": None, "size": None,
+               "input_key": "", "result_key": None, "created_at": now, "updated_at": now, "started_at": None,
+               "finished_at": now, "attempts": 0, "worker": lease.worker, "error": reason, "timings": {}}
+        self._save(job)
+        self.store.put_json(self.failed_key(job_id), job)
+        self.store.delete(self.marker_key(job_id))
+        self._drop_lease(lease)
+        log.warning("job %s: failed on worker %s: %s", job_id, lease.worker, reason)
+
     def retry(self, claim: Claim, reason: str) -> dict[str, Any]:
         """Queue the job again after a retryable error, or fail it once attempts reach the limit."""
         job = claim.job
@@ -380,7 +462,7 @@ class Queue:
             job = self.store.get_json(self.job_key(lease.job_id))
         except (ObjectNotFound, ValueError):
             job = None
-        if job is not None and job["status"] == "processing":
+        if job is not None and job_problem(job, lease.job_id) is None and job["status"] == "processing":
             job.update(status="queued", worker=None, attempts=max(0, job["attempts"] - 1))
             self._save(job)
         self._drop_lease(lease)

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
     )
     """Azure IMDS Scheduled Events endpoint."""
+    AZURE_INSTANCE_NAME_URL: str = (
+        "http://169.254.169.254/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+    )
+    """Azure IMDS endpoint with this VM's name, matched against the events' Resources."""
     EVICTION_POLL_SECONDS: float = Field(5.0, gt=0)
     """Pause between eviction-notice polls."""
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -21,7 +21,7 @@ from typing import Any
 from app.imaging import ImageError, configure, grayscale_png
 from app.queue import Claim, LeaseLost, Queue
 from app.settings import Settings
-from app.storage.base import ObjectNotFound, ObjectStore, StorageConfigError, StorageError
+from app.storage.base import ObjectNotFound, ObjectStore, StorageConfigError, StorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +235,18 @@ class Worker:
         elif isinstance(error, ObjectNotFound):
             self.queue.fail(claim, f"input missing: {error}")
             self.failed += 1
-        elif isinstance(error, StorageError):
-            # Not the job's fault: give it back and let run() count the storage error.
+        elif isinstance(error, (TransientStorageError, StorageConfigError)):
+            # The store is down or unusable, not the job's fault: give it back and
+            # let run() count the storage error.
             with contextlib.suppress(StorageError):
                 self.queue.release(claim.lease)
             raise error
+        elif isinstance(error, StorageError):
+            # A permanent error for this one object (say, an archived blob): an
+            # attempt that counts, so the job ends failed instead of blocking the queue.
+            job = self.queue.retry(claim, f"reading the input failed: {error}")
+            if job["status"] == "failed":
+                self.failed += 1
         else:
             log.error("worker %s: job %s: processing error", self.worker_id, job_id, exc_info=error)
             job = self.queue.retry(claim, f"{type(error).__name__}: {error}")

@@ -20,7 +20,7 @@ from app.api.metrics import Metrics
 from app.api.deps import MetricsDep, QueueDep, SettingsDep, StoreDep
 from app.api.schemas import Health, JobList, JobView
 from app.imaging import ImageError, ImageTooLarge, verify_image
-from app.queue import JobNotFound, Queue, is_job_id
+from app.queue import JobCorrupt, JobNotFound, Queue, is_job_id
 from app.settings import Settings
 from app.storage.base import ObjectNotFound, StorageError
 
@@ -118,6 +118,9 @@ def _find(queue: Queue, job_id: str) -> dict[str, Any]:
         return queue.get(job_id)
     except JobNotFound:
         raise HTTPException(404, "job not found") from None
+    except JobCorrupt:
+        # Not the client's mistake: the stored document is damaged.
+        raise HTTPException(500, "job document unreadable") from None
 
 
 @cache

@@ -299,7 +299,9 @@ class AzureBlobStore(ObjectStore):
             try:
                 service = BlobServiceClient(account_url, credential=credential, **options)
             except ValueError as err:
-                raise StorageConfigError(f"AZURE_STORAGE_ACCOUNT_URL rejected: {err}") from None
+                # The SDK's message may quote the URL, SAS signature included: drop query strings.
+                reason = re.sub(r"\?[^\s'\"]*", "?...", str(err))
+                raise StorageConfigError(f"AZURE_STORAGE_ACCOUNT_URL rejected: {reason}") from None
         else:
             raise StorageConfigError("Azure storage needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
         tune_session(session, service.url.partition("?")[0], pool_size)

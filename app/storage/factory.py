@@ -32,7 +32,10 @@ def build_store(
     if backend == "local":
         from .local import LocalStore
 
-        return LocalStore(local_path or ".local-store")
+        try:
+            return LocalStore(local_path or ".local-store")
+        except StorageConfigError as err:
+            raise StorageConfigError(f"LOCAL_STORAGE_PATH: {err}") from None
     if backend == "gcp":
         if not gcs_bucket:
             raise StorageConfigError("GCS_BUCKET is required when STORAGE_BACKEND=gcp")

@@ -29,6 +29,7 @@ from .base import (
     ObjectStore,
     PreconditionFailed,
     StorageConfigError,
+    StorageError,
     iter_body,
     validate_key,
 )
@@ -43,14 +44,18 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
-        if create:
-            self.root.mkdir(parents=True, exist_ok=True)
         self._internal = self.root / _INTERNAL
         self._meta = self._internal / "meta"
         self._tmp = self._internal / "tmp"
-        if self.root.is_dir():
-            self._meta.mkdir(parents=True, exist_ok=True)
-            self._tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            if self.root.is_dir():
+                self._ensure_internal()
+        except OSError as err:
+            raise StorageConfigError(
+                f"local store directory {self.root} cannot be used: {err.strerror or err}"
+            ) from None
 
     @property
     def url(self) -> str:
@@ -81,6 +86,26 @@ class LocalStore(ObjectStore):
     def _require_root(self) -> None:
         if not self.root.is_dir():
             raise StorageConfigError(f"local store directory {self.root} does not exist")
+        if not self._tmp.is_dir() or not self._meta.is_dir():
+            # Someone removed .spotshift/: the sidecars are gone, but writes can go on.
+            self._ensure_internal()
+
+    def _ensure_internal(self) -> None:
+        self._meta.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _os_errors(self, key: str | None = None) -> Iterator[None]:
+        """OS failures (disk full, I/O error, permissions) as the interface's errors."""
+        try:
+            yield
+        except PermissionError as err:
+            raise StorageConfigError(f"{self.url}: permission denied ({err.filename or key})") from None
+        except OSError as err:
+            if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+                raise
+            where = f"{self.url}/{key}" if key else self.url
+            raise StorageError(f"{where}: {err.strerror or type(err).__name__}") from err
 
     # -- primitives --------------------------------------------------------------
 
@@ -128,6 +153,28 @@ class LocalStore(ObjectStore):
         """Stream to a temp file, verify, then rename into place under the lock."""
         path = self._path(key)
         self._require_root()
+        with self._os_errors(key):
+            return self._put(
+                key, path, body, content_type=content_type, metadata=metadata, content_encoding=content_encoding,
+                cache_control=cache_control, if_absent=if_absent, if_version=if_version,
+                expected_md5=expected_md5, expected_crc32c=expected_crc32c,
+            )
+
+    def _put(
+        self,
+        key: str,
+        path: Path,
+        body: Body,
+        *,
+        content_type: str | None,
+        metadata: dict[str, str] | None,
+        content_encoding: str | None,
+        cache_control: str | None,
+        if_absent: bool,
+        if_version: str | None,
+        expected_md5: str | None,
+        expected_crc32c: str | None,
+    ) -> ObjectInfo:
         hasher = Hasher()
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         try:
@@ -161,9 +208,13 @@ class LocalStore(ObjectStore):
                     "content_encoding": content_encoding,
                     "cache_control": cache_control,
                 }
+                # The sidecar (with the new version) lands before the data: a crash
+                # in between leaves old bytes under a new version, which only makes
+                # a stale conditional write fail. The other order would let one win.
+                self._write_sidecar(key, sidecar)
                 os.replace(tmp_name, path)
                 tmp_name = ""
-                self._write_sidecar(key, sidecar)
+                _fsync_dir(path.parent)
                 return self._read_info(key)
         finally:
             if tmp_name:
@@ -176,7 +227,10 @@ class LocalStore(ObjectStore):
         fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta-")
         with os.fdopen(fd, "w") as out:
             json.dump(sidecar, out)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, meta_path)
+        _fsync_dir(meta_path.parent)
 
     def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the file's bytes in chunks."""
@@ -186,13 +240,13 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._require_root()  # a missing root is a configuration error, as in the other calls
             raise ObjectNotFound(f"{self.url}/{key}: not found") from None
-        with handle:
+        with handle, self._os_errors(key):
             while chunk := handle.read(chunk_size):
                 yield chunk
 
     def head(self, key: str) -> ObjectInfo:
         """Info from the file's stat and its sidecar."""
-        with self._locked(exclusive=False):
+        with self._os_errors(key), self._locked(exclusive=False):
             return self._read_info(key)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -217,7 +271,7 @@ class LocalStore(ObjectStore):
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
         """Remove the file and its sidecar, then any directories left empty."""
         path = self._path(key)
-        with self._locked():
+        with self._os_errors(key), self._locked():
             try:
                 current = self._read_info(key)
             except ObjectNotFound:
@@ -244,7 +298,17 @@ class LocalStore(ObjectStore):
             directory = directory.parent
 
     def ping(self) -> None:
-        """The root must exist and be writable."""
+        """The root and the store's own directories must exist and be writable."""
         self._require_root()
-        if not os.access(self.root, os.W_OK):
-            raise StorageConfigError(f"local store directory {self.root} is not writable")
+        for directory in (self.root, self._meta, self._tmp):
+            if not os.access(directory, os.W_OK):
+                raise StorageConfigError(f"local store directory {directory} is not writable")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -291,3 +291,19 @@ def test_refused_form_upload_shows_the_reason_on_the_page(client: TestClient) ->
 
     assert response.status_code == 415
     assert "Upload refused: not an image" in response.text
+
+
+def test_a_damaged_job_document_is_reported_without_breaking_the_listings(
+    client: TestClient, local_store: LocalStore
+) -> None:
+    damaged = upload(client, png_bytes()).json()["id"]
+    healthy = upload(client, png_bytes()).json()["id"]
+    local_store.put_json(f"jobs/{damaged}.json", {"attempts": None})
+
+    one = client.get(f"/jobs/{damaged}")
+    listing = client.get("/jobs")
+    page = client.get("/")
+
+    assert (one.status_code, one.json()["detail"]) == (500, "job document unreadable")
+    assert listing.status_code == 200 and [job["id"] for job in listing.json()["jobs"]] == [healthy]
+    assert page.status_code == 200 and healthy[:8] in page.text

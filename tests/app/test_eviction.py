@@ -80,9 +80,13 @@ GCP_HEADER = ("Metadata-Flavor", "Google")
 AZURE_HEADER = ("Metadata", "true")
 
 
-def azure_events(*event_types: str) -> bytes:
+INSTANCE = "spotshift-workers_3"
+
+
+def azure_events(*event_types: str, resources: tuple[str, ...] = (INSTANCE,)) -> bytes:
     events = [
-        {"EventId": f"evt-{n}", "EventType": kind, "ResourceType": "VirtualMachine", "NotBefore": "Mon, 1 Jan 2024"}
+        {"EventId": f"evt-{n}", "EventType": kind, "ResourceType": "VirtualMachine", "Resources": list(resources),
+         "NotBefore": "Mon, 1 Jan 2024"}
         for n, kind in enumerate(event_types)
     ]
     return json.dumps({"DocumentIncarnation": len(events), "Events": events}).encode()
@@ -109,10 +113,35 @@ def test_azure_check_finds_preempt_or_terminate_among_other_events(
 ) -> None:
     server = metadata_server(AZURE_HEADER, azure_events("Freeze", kind))
 
-    notice = azure_eviction_scheduled(server.url)
+    notice = azure_eviction_scheduled(server.url, instance_name=INSTANCE)
 
     assert notice is not None and f"{kind} evt-1" in notice.reason and notice.event_id == "evt-1"
     assert server.requests[0]["Metadata"] == "true"
+
+
+def test_azure_check_ignores_the_eviction_of_another_scale_set_instance(
+    metadata_server: Callable[..., FakeMetadata],
+) -> None:
+    server = metadata_server(AZURE_HEADER, azure_events("Preempt", "Terminate", resources=("spotshift-workers_7",)))
+
+    assert azure_eviction_scheduled(server.url, instance_name=INSTANCE) is None
+
+
+def test_without_its_own_name_the_check_drains_but_approves_nothing(
+    metadata_server: Callable[..., FakeMetadata],
+) -> None:
+    server = metadata_server(AZURE_HEADER, azure_events("Terminate", resources=("spotshift-workers_7",)))
+
+    notice = azure_eviction_scheduled(server.url, instance_name=None)
+
+    assert notice is not None and notice.event_id is None
+
+
+@pytest.mark.parametrize("body", [b'{"Events": 5}', b'{"Events": [5, null]}', b"[]"])
+def test_odd_scheduled_events_documents_are_no_notice(metadata_server: Callable[..., FakeMetadata], body: bytes) -> None:
+    server = metadata_server(AZURE_HEADER, body)
+
+    assert azure_eviction_scheduled(server.url, instance_name=INSTANCE) is None
 
 
 @pytest.mark.parametrize("body", [azure_events(), azure_events("Freeze", "Reboot", "Redeploy"), b"{}"])
@@ -145,6 +174,7 @@ def test_eviction_notice_triggers_the_worker_drain(
         EVICTION_WATCH=kind,
         GCP_METADATA_URL=server.url,
         AZURE_SCHEDULED_EVENTS_URL=server.url,
+        AZURE_INSTANCE_NAME_URL=metadata_server(header, INSTANCE.encode()).url,
         EVICTION_POLL_SECONDS=0.02,
     )
     worker = Worker(local_store, settings)
@@ -189,7 +219,9 @@ def test_a_drained_worker_approves_the_terminate_event_so_azure_need_not_wait(
     make_settings: Callable[..., Settings], metadata_server: Callable[..., FakeMetadata]
 ) -> None:
     server = metadata_server(AZURE_HEADER, azure_events("Terminate"))
-    settings = make_settings(EVICTION_WATCH="azure", AZURE_SCHEDULED_EVENTS_URL=server.url, EVICTION_POLL_SECONDS=0.02)
+    name = metadata_server(AZURE_HEADER, INSTANCE.encode())
+    settings = make_settings(EVICTION_WATCH="azure", AZURE_SCHEDULED_EVENTS_URL=server.url,
+                             AZURE_INSTANCE_NAME_URL=name.url, EVICTION_POLL_SECONDS=0.02)
 
     code = run_worker(settings)  # not burst: only the notice can end it
 
@@ -210,3 +242,22 @@ def test_no_approval_without_an_eviction_notice(
 
     assert code == 0
     assert server.posts == []
+
+
+def test_an_unexpected_error_in_a_poll_does_not_end_the_watch() -> None:
+    from app.eviction import EvictionWatcher, Notice
+
+    answers = iter([TypeError("odd document"), RuntimeError("bad status line"), Notice("evicted")])
+    reasons: list[str] = []
+
+    def check(url: str, timeout: float) -> Notice | None:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    watcher = EvictionWatcher(check, "http://127.0.0.1:9/unused", 0.01, reasons.append)
+    watcher.start()
+    watcher.join(5)
+
+    assert reasons == ["evicted"] and not watcher.is_alive()

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from app.queue import JobNotFound, LeaseLost, Queue, is_job_id
-from app.storage import LocalStore
+from app.storage import LocalStore, PreconditionFailed
 
 from .conftest import FakeClock
 from .images import png_bytes
@@ -291,3 +291,75 @@ def test_recent_lists_newest_first_and_is_bounded(local_store: LocalStore, clock
 
     assert [job["id"] for job in recent] == ids[::-1][:3]
     assert len(queue.recent(limit=1000)) == 5
+
+
+@pytest.mark.parametrize(
+    "document",
+    [[1, 2], {"status": "queued"}, "just text"],
+    ids=["a-list", "missing-fields", "a-string"],
+)
+def test_a_malformed_job_document_ends_failed_and_the_next_job_is_claimed(
+    queue: Queue, local_store: LocalStore, document
+) -> None:
+    bad = queue.submit(png_bytes(), "bad.png", "image/png")
+    good = queue.submit(png_bytes(), "good.png", "image/png")
+    local_store.put_json(f"jobs/{bad['id']}.json", document)
+
+    claim = queue.claim("w1")
+
+    assert claim is not None and claim.job_id == good["id"]
+    failed = local_store.get_json(f"jobs/{bad['id']}.json")
+    assert failed["status"] == "failed" and failed["error"].startswith("job document unreadable")
+    assert local_store.exists(f"failed/{bad['id']}.json")
+    assert not local_store.exists(f"queue/{bad['id']}") and not local_store.exists(f"leases/{bad['id']}")
+
+
+@pytest.mark.parametrize("lease", [{"expires_at": None}, [1], {"expires_at": "soon"}, "garbage"])
+def test_an_unreadable_lease_does_not_block_the_job(queue: Queue, local_store: LocalStore, lease) -> None:
+    job = queue.submit(png_bytes(), "cat.png", "image/png")
+    local_store.put_json(f"leases/{job['id']}", lease)
+
+    claim = queue.claim("w1")
+
+    assert claim is not None and claim.job_id == job["id"]
+
+
+class LostResponseStore(LocalStore):
+    """Commits a conditional lease write, then fails it the way a retried request whose first response was lost does."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.lose_next = False
+
+    def put(self, key, body, **kwargs):
+        info = super().put(key, body, **kwargs)
+        if self.lose_next and key.startswith("leases/") and (kwargs.get("if_version") or kwargs.get("if_absent")):
+            self.lose_next = False
+            raise PreconditionFailed(f"{key}: precondition failed (the retry saw our own write)")
+        return info
+
+
+def test_a_renewal_that_landed_although_its_response_was_lost_keeps_the_lease(tmp_path) -> None:
+    store = LostResponseStore(tmp_path / "store")
+    queue = Queue(store, lease_seconds=60)
+    queue.submit(png_bytes(), "cat.png", "image/png")
+    claim = queue.claim("w1")
+    assert claim is not None
+
+    store.lose_next = True
+    renewed = queue.renew(claim.lease)
+
+    assert renewed.version == store.head(f"leases/{claim.job_id}").version
+    assert queue.renew(renewed).version != renewed.version, "the lease is still ours to renew"
+
+
+def test_a_claim_that_landed_although_its_response_was_lost_is_ours(tmp_path) -> None:
+    store = LostResponseStore(tmp_path / "store")
+    queue = Queue(store, lease_seconds=60)
+    job = queue.submit(png_bytes(), "cat.png", "image/png")
+
+    store.lose_next = True
+    claim = queue.claim("w1")
+
+    assert claim is not None and claim.job_id == job["id"]
+    assert queue.claim("w2") is None

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.queue import Queue
 from app.settings import Settings
-from app.storage import LocalStore, TransientStorageError
+from app.storage import LocalStore, PreconditionFailed, TransientStorageError
 from app.worker import StorageLost, Worker
 
 from .conftest import DownStore
@@ -248,3 +248,31 @@ def test_read_only_worker_claims_nothing(local_store: LocalStore, make_settings:
     Worker(local_store, settings).run(until_empty=True)
 
     assert queue.get(job["id"])["status"] == "queued"
+
+
+class ArchivedInputStore(LocalStore):
+    """Refuses to read one job's input with a permanent, per-object error (like an archived blob)."""
+
+    def __init__(self, root, blocked: str) -> None:
+        super().__init__(root)
+        self.blocked = blocked
+
+    def stream(self, key, chunk_size=4 * 1024 * 1024):
+        if key.startswith(self.blocked):
+            raise PreconditionFailed(f"{key}: request rejected (HTTP 409 BlobArchived)")
+        return super().stream(key, chunk_size)
+
+
+def test_a_permanently_unreadable_input_fails_its_job_and_the_queue_moves_on(tmp_path, settings: Settings) -> None:
+    store = LocalStore(tmp_path / "store")
+    queue = Queue.from_settings(store, settings)
+    stuck = queue.submit(png_bytes(), "archived.png", "image/png")
+    fine = queue.submit(png_bytes(), "fine.png", "image/png")
+    blocked = ArchivedInputStore(tmp_path / "store", stuck["input_key"])
+
+    Worker(blocked, settings).run(until_empty=True)
+
+    failed = queue.get(stuck["id"])
+    assert failed["status"] == "failed" and failed["attempts"] == settings.MAX_ATTEMPTS
+    assert "BlobArchived" in failed["error"]
+    assert queue.get(fine["id"])["status"] == "done"

@@ -307,3 +307,32 @@ def test_requests_honour_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> Non
 
     assert body == b"via proxy"
     assert proxy.requests[0] == ("GET", f"http://{unreachable}/{AZURITE_ACCOUNT}/c/some/key")
+
+
+def test_debug_logs_of_a_worker_on_a_sas_url_never_show_the_signature(azurite: Azurite, azure_container: str,
+                                                                       tmp_path) -> None:
+    import subprocess
+    import sys
+
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT, azure_container, account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True, create=True, add=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    signature = [part for part in sas.split("&") if part.startswith("sig=")][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "STORAGE_", "GCS_"))}
+    env.update(STORAGE_BACKEND="azure", AZURE_CONTAINER=azure_container, LOG_LEVEL="DEBUG",
+               AZURE_STORAGE_CONNECTION_STRING=f"BlobEndpoint={azurite.blob_endpoint};SharedAccessSignature={sas}")
+
+    done = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "worker", "--burst"],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert signature not in done.stderr and signature.split("=", 1)[1] not in done.stderr
+
+
+def test_a_rejected_account_url_is_named_without_echoing_its_signature() -> None:
+    with pytest.raises(StorageConfigError, match="AZURE_STORAGE_ACCOUNT_URL rejected") as caught:
+        AzureBlobStore("c", account_url="http//acct.blob.core.windows.net/?sv=1&sig=TOPSECRETSIG")
+
+    assert "TOPSECRETSIG" not in str(caught.value)

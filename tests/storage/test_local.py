@@ -1,0 +1,77 @@
+"""LocalStore specifics: crash safety of conditional writes, its own directories, OS errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from app.storage import LocalStore, PreconditionFailed, StorageConfigError, StorageError
+from app.storage import local as local_module
+
+
+def test_a_crash_between_sidecar_and_data_never_lets_a_stale_conditional_write_win(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    old = store.put("leases/job", b'{"worker": "a"}')
+    real_replace = os.replace
+
+    def crash_on_data(src, dst):
+        if not str(dst).startswith(str(store.root / ".spotshift")):
+            raise KeyboardInterrupt("process killed between the sidecar and the data rename")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(local_module.os, "replace", crash_on_data)
+    with pytest.raises(KeyboardInterrupt):
+        store.put("leases/job", b'{"worker": "b"}', if_version=old.version)
+    monkeypatch.setattr(local_module.os, "replace", real_replace)
+
+    with pytest.raises(PreconditionFailed):
+        store.put("leases/job", b'{"worker": "a", "renewed": true}', if_version=old.version)
+    assert store.get("leases/job") == b'{"worker": "a"}', "the interrupted write never became visible"
+
+
+def test_removing_its_own_directory_does_not_break_the_store(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.put("a", b"1")
+    shutil.rmtree(store.root / ".spotshift")
+
+    store.ping()
+    store.put("b", b"2")
+
+    assert store.get("a") == b"1" and store.get("b") == b"2"
+
+
+def test_an_unusable_root_is_a_configuration_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    with pytest.raises(StorageConfigError, match="cannot be used"):
+        LocalStore(blocker / "store")
+
+
+def test_os_failures_surface_as_storage_errors(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local_module.tempfile, "mkstemp", disk_full)
+
+    with pytest.raises(StorageError, match="No space left on device"):
+        store.put("k", b"v")
+
+
+def test_the_api_refuses_an_unusable_local_path_with_exit_2_and_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = {**os.environ, "STORAGE_BACKEND": "local", "LOCAL_STORAGE_PATH": str(blocker / "store")}
+
+    done = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "worker", "--burst"],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LOCAL_STORAGE_PATH" in lines[0] and "Traceback" not in done.stderr
