@@ -60,4 +60,4 @@ lint: setup
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
 
 clean:
-	rm -rf $(VENV) tools/node_modules rehearsal-report.json rehearsal-report.html .pytest_cache
+	rm -rf $(VENV) tools/node_modules rehearsal-report.json rehearsal-report.html rehearsal-logs .pytest_cache
