@@ -16,6 +16,7 @@ start-up, and each cloud SDK is only imported when a location needs it.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -81,11 +82,9 @@ def _open_pair(source_url: str, target_url: str) -> tuple[Any, str, Any, str, An
     from migration.copier import EarlyListing, UsageError, normalize_prefix
 
     src, dst = parse_location(source_url), parse_location(target_url)
-    if (src.scheme, src.bucket) == (dst.scheme, dst.bucket):
-        a, b = normalize_prefix(src.prefix), normalize_prefix(dst.prefix)
-        if a.startswith(b) or b.startswith(a):
-            raise UsageError(f"{source_url} and {target_url} overlap; copy between different buckets or "
-                             "non-overlapping prefixes")
+    if _overlap(src, dst):
+        raise UsageError(f"{source_url} and {target_url} overlap; copy between different buckets or "
+                         "non-overlapping prefixes")
     # Importing the SDKs allocates hundreds of thousands of long-lived objects: no
     # cyclic GC pass runs over them while they load, and none later (gc.freeze):
     # 0.2-0.4 s of a 2,000-object no-op rerun. The GC runs as usual for the rest.
@@ -104,6 +103,21 @@ def _open_pair(source_url: str, target_url: str) -> tuple[Any, str, Any, str, An
         gc.freeze()
         gc.enable()
     return source, source_prefix, target, target_prefix, early
+
+
+def _overlap(src: Any, dst: Any) -> bool:
+    """True when one location lies inside the other (for directories, after resolving links)."""
+    from migration.copier import normalize_prefix
+
+    if src.scheme != dst.scheme:
+        return False
+    if src.scheme == "file":
+        a, b = os.path.realpath(src.bucket), os.path.realpath(dst.bucket)
+        return os.path.commonpath([a, b]) in (a, b)
+    if src.bucket != dst.bucket:
+        return False
+    a, b = normalize_prefix(src.prefix), normalize_prefix(dst.prefix)
+    return a.startswith(b) or b.startswith(a)
 
 
 class _Bar:

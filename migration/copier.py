@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from app.storage.base import (
@@ -358,15 +358,31 @@ def list_objects(store: ObjectStore, prefix: str = "", keep: Callable[[str], boo
 
 def _list_both(source: ObjectStore, source_prefix: str, target: ObjectStore, target_prefix: str,
                keep: KeyFilter, retry: RetryPolicy, early: EarlyListing | None = None) -> tuple[Listing, Listing]:
-    """Both listings, in parallel (the source's error wins if both fail)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spotshift-list") as pool:
-        source_future = pool.submit(list_objects, source, source_prefix, keep, retry, early)
+    """Both listings, in parallel (the source's error wins if both fail; Ctrl-C wins over both)."""
+    outcome: dict[str, Any] = {}
+
+    def list_source() -> None:
         try:
-            target_listing = list_objects(target, target_prefix, keep, retry, early)
-        except BaseException:
-            source_future.result()  # raises the source's error first, if any
-            raise
-        return source_future.result(), target_listing
+            outcome["listing"] = list_objects(source, source_prefix, keep, retry, early)
+        except BaseException as err:  # handed to the caller below
+            outcome["error"] = err
+
+    # A daemon thread, not a pool: an interrupted run must not wait for a long listing to end.
+    thread = threading.Thread(target=list_source, name="spotshift-list", daemon=True)
+    thread.start()
+    try:
+        target_listing = list_objects(target, target_prefix, keep, retry, early)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"] from None
+        raise
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["listing"], target_listing
 
 
 # -- plan ---------------------------------------------------------------------------

@@ -89,10 +89,23 @@ def _target_store(props: Mapping[str, Any]):
     )
 
 
+def _target_account(props: Mapping[str, Any]) -> str:
+    """Which Azure account the target is, without credentials: the URL minus any SAS, or the
+    connection string's BlobEndpoint / AccountName."""
+    url = props.get("target_account_url")
+    if url:
+        return str(url).split("?", 1)[0].rstrip("/")
+    fields = dict(
+        part.split("=", 1) for part in str(props.get("azure_connection_string") or "").split(";") if "=" in part
+    )
+    endpoint = fields.get("BlobEndpoint") or fields.get("AccountName") or ""
+    return endpoint.rstrip("/")
+
+
 def _where(props: Mapping[str, Any]) -> str:
     src = f"gs://{props.get('source_bucket')}/{props.get('source_prefix') or ''}".rstrip("/")
     dst = f"az://{props.get('target_container')}/{props.get('target_prefix') or ''}".rstrip("/")
-    return f"{src} -> {dst} ({props.get('target_account_url') or 'connection string'})"
+    return f"{src} -> {dst} ({_target_account(props) or 'connection string'})"
 
 
 def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +135,7 @@ def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
             include=include,
             exclude=exclude,
             deep=strict,
+            workers=int(props.get("workers") or copier.DEFAULT_WORKERS),
         )
         digest = copier.manifest_digest(target, props.get("target_prefix") or "", include=include, exclude=exclude)
     finally:
@@ -132,7 +146,9 @@ def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
 
 def _outputs(sync: dict, check: dict, digest: str, strict: bool, props: Mapping[str, Any]) -> dict[str, Any]:
     failures = [f"{f['key']}: {f['reason']}" for f in sync.get("failures", [])]
-    failures += [f"{m['key']}: {m['reason']}" for m in check.get("mismatches", [])]
+    failed_keys = {f["key"] for f in sync.get("failures", [])}
+    # An object that failed to copy is also missing on verify: name it once.
+    failures += [f"{m['key']}: {m['reason']}" for m in check.get("mismatches", []) if m["key"] not in failed_keys]
     verified = bool(check.get("verified")) and not sync.get("objects_failed")
     if strict and not verified:
         shown = "; ".join(failures[:10]) or "verification failed"
@@ -187,9 +203,16 @@ def read_state(props: Mapping[str, Any]) -> dict[str, Any]:
 
 def _resource_id(props: Mapping[str, Any]) -> str:
     """A stable id naming the pair of locations (no credentials in it)."""
-    pair = "|".join(str(props.get(k) or "") for k in ("source_bucket", "source_prefix", "target_account_url",
-                                                        "target_container", "target_prefix"))
+    pair = "|".join([str(props.get("source_bucket") or ""), _prefix(props.get("source_prefix")),
+                     _target_account(props), str(props.get("target_container") or ""),
+                     _prefix(props.get("target_prefix"))])
     return "migration-" + hashlib.sha256(pair.encode()).hexdigest()[:16]
+
+
+def _prefix(value: Any) -> str:
+    """A prefix as the engine uses it: ``a/b`` and ``a/b/`` (and None and "") are the same."""
+    text = str(value or "").strip("/")
+    return text + "/" if text else ""
 
 
 class MigrationProvider(pulumi.dynamic.ResourceProvider):
@@ -209,7 +232,10 @@ class MigrationProvider(pulumi.dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         """A new round when the locations, filters, strictness or ``sync_round`` change."""
-        changed = [key for key in ROUND_INPUTS if _norm(olds.get(key)) != _norm(news.get(key))]
+        changed = [key for key in ROUND_INPUTS if _norm(key, olds.get(key)) != _norm(key, news.get(key))]
+        # A connection string is secret, but which account it names is not: a new account is a new round.
+        if _target_account(olds) != _target_account(news):
+            changed.append("target account")
         return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
@@ -234,9 +260,15 @@ class MigrationProvider(pulumi.dynamic.ResourceProvider):
         """Forget the resource; migrated objects stay where they are."""
 
 
-def _norm(value: Any) -> Any:
+def _norm(key: str, value: Any) -> Any:
+    if key in ("source_prefix", "target_prefix"):
+        return _prefix(value)
+    if key == "target_account_url":
+        return str(value or "").split("?", 1)[0].rstrip("/")
     if isinstance(value, (list, tuple)):
-        return [_norm(v) for v in value]
+        return list(value)
+    if key == "strict":
+        return bool(value)
     return value
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -96,6 +97,8 @@ SINGLE_PUT_MAX = 64 * 1024 * 1024
 BLOCK_SIZE = 8 * 1024 * 1024
 #: Reserved metadata entry holding the CRC32C (hex); hidden from ``ObjectInfo.metadata``.
 CRC32C_METADATA_KEY = "spotshift_crc32c"
+#: Reserved metadata entry holding, base64-encoded JSON, the entries Azure cannot store as they are.
+PACKED_METADATA_KEY = "spotshift_meta"
 
 _CREDENTIALS_HINT = (
     "check the account key or SAS in AZURE_STORAGE_CONNECTION_STRING, or, with AZURE_STORAGE_ACCOUNT_URL, "
@@ -119,24 +122,49 @@ def _quote_etag(etag: str) -> str:
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Return the metadata, or raise ``ValueError`` for names or values Azure cannot store."""
+    """Return the metadata, or raise ``ValueError`` for reserved names and values that are not strings."""
     checked = dict(metadata or {})
     for name, value in checked.items():
-        if not _METADATA_NAME.match(name):
-            raise ValueError(f"metadata name {name!r}: Azure allows letters, digits and '_' only, not first a digit")
-        if name.lower() == CRC32C_METADATA_KEY:
-            raise ValueError(f"metadata name {name!r} is reserved for the stored CRC32C")
-        if not isinstance(value, str) or not _METADATA_VALUE.match(value):
-            raise ValueError(f"metadata {name!r}: Azure needs a printable ASCII string value")
+        if name.lower() in (CRC32C_METADATA_KEY, PACKED_METADATA_KEY):
+            raise ValueError(f"metadata name {name!r} is reserved by spotshift")
+        if not isinstance(value, str):
+            raise ValueError(f"metadata {name!r}: the value must be a string")
     return checked
 
 
+def _encode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Metadata as Azure can hold it: entries it cannot (names with '-', non-ASCII values) packed in one."""
+    plain: dict[str, str] = {}
+    packed: dict[str, str] = {}
+    for name, value in metadata.items():
+        if _METADATA_NAME.match(name) and _METADATA_VALUE.match(value):
+            plain[name] = value
+        else:
+            # Azure names must be C# identifiers and values printable ASCII; GCS
+            # allows e.g. "content-lang" or "é". Kept reversibly, not rejected.
+            packed[name] = value
+    if packed:
+        document = json.dumps(packed, ensure_ascii=False, sort_keys=True).encode()
+        plain[PACKED_METADATA_KEY] = base64.urlsafe_b64encode(document).decode()
+    return plain
+
+
 def _split_crc(metadata: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
+    """User metadata (packed entries unpacked) and the stored CRC32C, from what Azure returns."""
     user: dict[str, str] = {}
     crc32c = None
     for name, value in metadata.items():
-        if name.lower() == CRC32C_METADATA_KEY:
+        lowered = name.lower()
+        if lowered == CRC32C_METADATA_KEY:
             crc32c = value.lower()
+        elif lowered == PACKED_METADATA_KEY:
+            try:
+                unpacked = json.loads(base64.urlsafe_b64decode(value or ""))
+            except ValueError:
+                user[name] = value or ""
+                continue
+            if isinstance(unpacked, dict):
+                user.update({str(k): str(v) for k, v in unpacked.items()})
         else:
             user[name] = value or ""  # List Blobs reports an empty value as None
     return user, crc32c
@@ -403,6 +431,10 @@ class AzureBlobStore(ObjectStore):
             return PreconditionFailed(f"{where}: precondition failed ({detail}: blob exists or its ETag changed)")
         if status in (401, 403):
             return StorageConfigError(f"{where}: access denied ({detail}); {_CREDENTIALS_HINT}")
+        if status == 400 and code in ("InvalidResourceName", "OutOfRangeInput") and (container_call or not key):
+            return StorageConfigError(
+                f"{self.url}: invalid container name ({detail}); use 3-63 lowercase letters, digits and '-'"
+            )
         if status == 400 and code == "Md5Mismatch":
             return IntegrityError(f"{where}: Azure computed a different MD5 for the bytes it received ({detail})")
         if status in (408, 429) or status >= 500:
@@ -443,7 +475,7 @@ class AzureBlobStore(ObjectStore):
             headers["x-ms-blob-content-encoding"] = content_encoding
         if cache_control:
             headers["x-ms-blob-cache-control"] = cache_control
-        for name, value in metadata.items():
+        for name, value in _encode_metadata(metadata).items():
             headers[_META_PREFIX + name] = value
         if crc32c:
             headers[_META_PREFIX + CRC32C_METADATA_KEY] = crc32c.lower()
@@ -470,6 +502,9 @@ class AzureBlobStore(ObjectStore):
     ) -> ObjectInfo:
         """One Put Blob (buffered or streamed) or blocks; checksums verified before commit."""
         validate_key(key)
+        if "\\" in key:
+            # Azure stores a backslash as '/': the blob would land under another name.
+            raise ValueError(f"invalid object key {key!r}: Azure Blob storage turns '\\' into '/'")
         if if_absent and if_version is not None:
             raise ValueError("put: pass either if_absent or if_version, not both")
         user_metadata = _check_metadata(metadata)

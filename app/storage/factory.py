@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 from .base import ObjectStore, StorageConfigError
 
@@ -74,20 +73,26 @@ class Location:
 
 
 def parse_location(url: str) -> Location:
-    """Parse a location URL; ``StorageConfigError`` explains what a valid one looks like."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    """Parse a location; ``StorageConfigError`` explains what a valid one looks like.
+
+    Everything after ``scheme://`` is taken literally, as gsutil, azcopy and
+    rclone do: keys may hold ``#``, ``?`` or ``%``, and URL parsing would cut
+    the prefix at the first two (with ``--delete``, on the wrong objects).
+    """
+    scheme, separator, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not separator:
+        scheme = ""
     if scheme == "file":
-        path = unquote(parts.netloc + parts.path)
-        if not path:
+        if not rest:
             raise StorageConfigError(f"{url!r}: file:// location needs a path, e.g. file:///tmp/store")
-        return Location("file", os.path.abspath(os.path.expanduser(path)))
+        return Location("file", os.path.abspath(os.path.expanduser(rest)))
     if scheme in ("gs", "az"):
-        bucket = parts.netloc
+        bucket, _, prefix = rest.partition("/")
         if not bucket:
             kind = "bucket" if scheme == "gs" else "container"
             raise StorageConfigError(f"{url!r}: missing {kind} name, e.g. {scheme}://NAME[/PREFIX]")
-        prefix = unquote(parts.path).strip("/")
+        prefix = prefix.strip("/")
         return Location(scheme, bucket, prefix + "/" if prefix else "")
     raise StorageConfigError(
         f"{url!r}: unsupported location; use gs://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or file://PATH"

@@ -50,8 +50,6 @@ class LocalStore(ObjectStore):
         try:
             if create:
                 self.root.mkdir(parents=True, exist_ok=True)
-            if self.root.is_dir():
-                self._ensure_internal()
         except OSError as err:
             raise StorageConfigError(
                 f"local store directory {self.root} cannot be used: {err.strerror or err}"
@@ -76,7 +74,18 @@ class LocalStore(ObjectStore):
     @contextlib.contextmanager
     def _locked(self, exclusive: bool = True) -> Iterator[None]:
         self._require_root()
-        with open(self._internal / "lock", "a+b") as lock:
+        if exclusive:
+            self._ensure_internal()
+            lock = open(self._internal / "lock", "a+b")
+        else:
+            # Readers take the lock only if a writer ever made it: a store nobody
+            # wrote to (or on a read-only mount) is read without one.
+            try:
+                lock = open(self._internal / "lock", "rb")
+            except OSError:
+                yield
+                return
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
@@ -86,11 +95,10 @@ class LocalStore(ObjectStore):
     def _require_root(self) -> None:
         if not self.root.is_dir():
             raise StorageConfigError(f"local store directory {self.root} does not exist")
-        if not self._tmp.is_dir() or not self._meta.is_dir():
-            # Someone removed .spotshift/: the sidecars are gone, but writes can go on.
-            self._ensure_internal()
 
     def _ensure_internal(self) -> None:
+        # Made on the first write, not on open: reading (a dry run, verify, a
+        # read-only source) leaves the directory exactly as it was.
         self._meta.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
 
@@ -120,8 +128,11 @@ class LocalStore(ObjectStore):
         try:
             meta = json.loads(self._meta_path(key).read_text())
         except (FileNotFoundError, NotADirectoryError, ValueError):
-            # A file dropped in by hand: no sidecar, version from its stat.
-            meta = {"version": f"{st.st_mtime_ns}-{st.st_size}"}
+            meta = None
+        if not isinstance(meta, dict) or meta.get("inode", st.st_ino) != st.st_ino:
+            # A file dropped in by hand, or one whose sidecar describes other bytes
+            # (a write cut short between the two renames): only what stat knows.
+            meta = {"version": f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"}
         return ObjectInfo(
             key=key,
             size=st.st_size,
@@ -176,7 +187,9 @@ class LocalStore(ObjectStore):
         expected_crc32c: str | None,
     ) -> ObjectInfo:
         hasher = Hasher()
+        self._ensure_internal()
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        inode = os.fstat(fd).st_ino  # os.replace keeps it: the sidecar names the bytes it describes
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter_body(body):
@@ -207,10 +220,12 @@ class LocalStore(ObjectStore):
                     "version": version,
                     "content_encoding": content_encoding,
                     "cache_control": cache_control,
+                    "inode": inode,
                 }
-                # The sidecar (with the new version) lands before the data: a crash
-                # in between leaves old bytes under a new version, which only makes
-                # a stale conditional write fail. The other order would let one win.
+                # The sidecar lands before the data. A crash in between leaves the
+                # old bytes with a sidecar naming another inode, which _read_info
+                # ignores: the object then has a stat-based version (a stale
+                # conditional write fails) and no checksums (nothing trusts it).
                 self._write_sidecar(key, sidecar)
                 os.replace(tmp_name, path)
                 tmp_name = ""
@@ -298,10 +313,10 @@ class LocalStore(ObjectStore):
             directory = directory.parent
 
     def ping(self) -> None:
-        """The root and the store's own directories must exist and be writable."""
+        """The root (and the store's own directories, once made) must exist and be writable."""
         self._require_root()
         for directory in (self.root, self._meta, self._tmp):
-            if not os.access(directory, os.W_OK):
+            if directory.exists() and not os.access(directory, os.W_OK):
                 raise StorageConfigError(f"local store directory {directory} is not writable")
 
 

@@ -125,6 +125,13 @@ def test_missing_bucket_and_missing_container_exit_2_with_one_line(spotshift, gc
     assert "az://no-such-container" in _one_error_line(no_container)
 
 
+@pytest.mark.parametrize("name", ["aa", "Bad_Name"])
+def test_an_invalid_container_name_exits_2_with_one_line(spotshift, gcs_bucket, name):
+    done = spotshift("migrate", f"gs://{gcs_bucket}", f"az://{name}")
+
+    assert done.returncode == 2 and "invalid container name" in _one_error_line(done)
+
+
 def test_bad_azure_credentials_exit_2_without_leaking_the_key(spotshift, gcs_store, gcs_bucket, azurite,
                                                               azure_container):
     seed(gcs_store, {"a": b"a"})
@@ -154,6 +161,19 @@ def test_bad_and_overlapping_locations_exit_2(spotshift, gcs_bucket):
 
     assert bad.returncode == 2 and "unsupported location" in _one_error_line(bad)
     assert overlap.returncode == 2 and "overlap" in _one_error_line(overlap)
+
+
+def test_nested_or_linked_directories_overlap_and_exit_2(spotshift, tmp_path):
+    outer = tmp_path / "outer"
+    (outer / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(outer)
+
+    nested = spotshift("migrate", f"file://{outer}", f"file://{outer}/sub")
+    linked = spotshift("migrate", f"file://{tmp_path}/link/sub", f"file://{outer}")
+
+    for done in (nested, linked):
+        assert done.returncode == 2 and "overlap" in _one_error_line(done)
+    assert sorted(p.name for p in outer.iterdir()) == ["sub"], "nothing was written"
 
 
 @pytest.mark.slow

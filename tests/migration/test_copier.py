@@ -84,6 +84,31 @@ def test_content_type_encoding_cache_control_and_metadata_are_preserved_with_pro
     assert copied.metadata[PROVENANCE_CRC32C] == source.crc32c
 
 
+def test_gcs_metadata_azure_cannot_name_directly_is_carried_and_then_unchanged(gcs_store, azure_store):
+    metadata = {"content-lang": "fr", "x-goog-meta-style": "ok", "note": "caf\u00e9"}
+    gcs_store.put("doc.txt", b"bonjour", content_type="text/plain", metadata=metadata)
+
+    first = sync(gcs_store, azure_store)
+    second = sync(gcs_store, azure_store)
+    check = verify(gcs_store, azure_store)
+
+    assert first.objects_copied == 1 and first.objects_failed == 0 and first.verified
+    assert {k: v for k, v in azure_store.head("doc.txt").metadata.items() if k in metadata} == metadata
+    assert second.objects_copied == 0 and second.objects_skipped == 1
+    assert check.verified
+
+
+def test_a_key_with_a_backslash_fails_on_azure_instead_of_landing_elsewhere(gcs_store, azure_store):
+    gcs_store.put("back\\slash", b"x")
+    gcs_store.put("fine", b"y")
+
+    report = sync(gcs_store, azure_store)
+
+    assert report.objects_copied == 1 and report.objects_failed == 1 and not report.verified
+    assert "turns" in report.failures[0].reason
+    assert [info.key for info in azure_store.list()] == ["fine"]
+
+
 def test_provenance_of_an_awkward_key_is_printable_ascii(gcs_store, azure_store):
     key = "unicode/caf\u00e9 #1 50%.txt"
     gcs_store.put(key, b"x")

@@ -247,3 +247,34 @@ def test_a_configuration_error_of_the_early_listing_stops_the_run(local_pair):
         sync(source, counted, early=copier.EarlyListing(counted))
 
     assert contents(target) == {}
+
+
+class BlockingListStore(WrappedStore):
+    """A listing that does not finish until the test lets it."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        super().__init__(inner)
+        self.release = threading.Event()
+
+    def list(self, prefix=""):
+        self.release.wait(60)
+        return self.inner.list(prefix)
+
+
+class InterruptedListStore(WrappedStore):
+    """Ctrl-C arrives while this store is being listed."""
+
+    def list(self, prefix=""):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_listing_does_not_wait_for_the_other_side(local_pair):
+    source, target = local_pair
+    slow_source = BlockingListStore(source)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sync(slow_source, InterruptedListStore(target))
+        assert not slow_source.release.is_set(), "the interrupt came back while the source was still listing"
+    finally:
+        slow_source.release.set()

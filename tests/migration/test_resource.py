@@ -143,6 +143,28 @@ def test_diff_asks_for_a_new_round_when_locations_or_filters_change(fake_gcs, gc
     assert diff.changes is True and not diff.replaces
 
 
+def test_diff_sees_a_connection_string_for_another_account(fake_gcs, gcs_bucket, azurite, azure_container):
+    olds = props_for(fake_gcs, gcs_bucket, azurite, azure_container,
+                     azure_connection_string="AccountName=staging;AccountKey=a2V5;EndpointSuffix=core.windows.net")
+    news = {**olds, "azure_connection_string": "AccountName=prod;AccountKey=a2V5;EndpointSuffix=core.windows.net"}
+    rotated = {**olds, "azure_connection_string": "AccountName=staging;AccountKey=bmV3;EndpointSuffix=core.windows.net"}
+
+    provider = MigrationProvider()
+
+    assert provider.diff("migration-x", olds, news).changes is True
+    assert provider.diff("migration-x", olds, rotated).changes is False, "a rotated key is not a new round"
+
+
+@pytest.mark.parametrize(("key", "old", "new"), [("target_prefix", "dst", "dst/"), ("source_prefix", "", None),
+                                                  ("target_account_url", None, "")])
+def test_diff_ignores_spellings_of_the_same_location(fake_gcs, gcs_bucket, azurite, azure_container, key, old, new):
+    olds = props_for(fake_gcs, gcs_bucket, azurite, azure_container, **{key: old})
+
+    diff = MigrationProvider().diff("migration-x", olds, {**olds, key: new})
+
+    assert diff.changes is False
+
+
 def test_strict_round_fails_when_a_target_object_was_silently_altered(seeded_source, fake_gcs, gcs_bucket,
                                                                       azurite, azure_container):
     provider = MigrationProvider()

@@ -31,6 +31,22 @@ def test_a_crash_between_sidecar_and_data_never_lets_a_stale_conditional_write_w
     with pytest.raises(PreconditionFailed):
         store.put("leases/job", b'{"worker": "a", "renewed": true}', if_version=old.version)
     assert store.get("leases/job") == b'{"worker": "a"}', "the interrupted write never became visible"
+    info = store.head("leases/job")
+    assert info.md5 is None and info.metadata == {}, "a sidecar for other bytes is not trusted (a copy redoes it)"
+
+
+def test_reading_a_directory_writes_nothing_into_it(tmp_path):
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "a" / "one.txt").write_bytes(b"1")
+    store = LocalStore(tmp_path / "data", create=False)
+
+    listed = [info.key for info in store.list()]
+    store.head("a/one.txt")
+    body = store.get("a/one.txt")
+    store.ping()
+
+    assert listed == ["a/one.txt"] and body == b"1"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a"], "no .spotshift/ made by reads"
 
 
 def test_removing_its_own_directory_does_not_break_the_store(tmp_path):
