@@ -100,7 +100,7 @@ def test_a_sync_round_bump_reaches_the_migration_input(mocks, configure):
 
 
 @pytest.mark.parametrize("frozen", [False, "false", None])
-def test_cutover_is_refused_while_the_source_stack_is_not_frozen(mocks, configure, frozen):
+def test_cutover_is_refused_while_the_source_stack_is_not_frozen(mocks, configure, frozen, expected_config_errors):
     with pytest.raises(ConfigError, match=r"cutover but the source stack acme/spotshift/gcp-source is not frozen"):
         deploy_stage(mocks, configure, "cutover", frozen=frozen)
 
