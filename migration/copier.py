@@ -751,6 +751,7 @@ def sync(
             raise
         except Exception as err:
             with lock:
+                report.objects_delete_failed += 1
                 report.failures.append(Problem(_relative(info.key, the_plan.target_prefix),
                                                f"delete failed: {_failure_reason(err)}"))
         else:

@@ -51,6 +51,7 @@ class SyncReport:
     bytes_failed: int = 0
     objects_to_delete: int = 0
     objects_deleted: int = 0
+    objects_delete_failed: int = 0
     objects_ignored: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     failures: list[Problem] = field(default_factory=list)
@@ -99,6 +100,7 @@ class SyncReport:
             "bytes_failed": self.bytes_failed,
             "objects_to_delete": self.objects_to_delete,
             "objects_deleted": self.objects_deleted,
+            "objects_delete_failed": self.objects_delete_failed,
             "objects_ignored": self.objects_ignored,
             "reasons": dict(self.reasons),
             "failures": [p.to_dict() for p in self.failures],
@@ -184,6 +186,8 @@ def summary_rows(report: SyncReport | VerifyReport) -> list[tuple[str, str, str]
         if report.objects_to_delete or report.objects_deleted:
             rows.append(("deleted" if not report.dry_run else "would delete",
                          str(report.objects_deleted if not report.dry_run else report.objects_to_delete), ""))
+        if report.objects_delete_failed:
+            rows.append(("delete failed", str(report.objects_delete_failed), ""))
         if report.objects_ignored:
             rows.append(("ignored (folder markers)", str(report.objects_ignored), ""))
         rows.append(("throughput", f"{report.objects_per_second:.1f} obj/s", f"{report.mib_per_second:.1f} MiB/s"))

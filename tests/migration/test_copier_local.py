@@ -278,3 +278,23 @@ def test_ctrl_c_during_listing_does_not_wait_for_the_other_side(local_pair):
         assert not slow_source.release.is_set(), "the interrupt came back while the source was still listing"
     finally:
         slow_source.release.set()
+
+
+class UndeletableTarget(WrappedStore):
+    """Refuses every delete with a permanent error."""
+
+    def delete(self, key, **kwargs):
+        raise StorageError(f"{key}: request rejected (HTTP 409 LeaseIdMissing)")
+
+
+def test_a_failed_delete_is_counted_and_fails_the_run(local_pair):
+    source, target = local_pair
+    seed(source, {"keep": b"1"})
+    seed(target, {"stale": b"2"})
+
+    report = sync(source, UndeletableTarget(target), delete=True, retry=FAST_RETRY)
+
+    assert report.objects_copied == 1 and report.objects_deleted == 0
+    assert report.objects_delete_failed == 1 and report.to_dict()["objects_delete_failed"] == 1
+    assert [p.key for p in report.failures] == ["stale"] and "delete failed" in report.failures[0].reason
+    assert not report.ok
