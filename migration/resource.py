@@ -328,7 +328,10 @@ class ObjectMigration(pulumi.ComponentResource):
             "source_bucket": args.source_bucket,
             "source_prefix": args.source_prefix,
             "gcs_project": args.gcs_project,
-            "target_account_url": args.target_account_url,
+            # An account URL carrying a SAS is a credential: keep that one secret in the state.
+            "target_account_url": pulumi.Output.from_input(args.target_account_url).apply(
+                lambda url: pulumi.Output.secret(url) if url and "?" in url else url
+            ),
             "target_container": args.target_container,
             "target_prefix": args.target_prefix,
             "include": list(args.include),

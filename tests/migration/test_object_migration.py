@@ -55,6 +55,22 @@ def test_credentials_passed_to_it_are_secret_in_inputs_and_outputs(mocks):
 
 
 @pulumi.runtime.test
+def test_an_account_url_with_a_sas_is_secret_and_a_plain_one_is_not(mocks):
+    ObjectMigration("plain", ObjectMigrationArgs(source_bucket="b", target_container="c",
+                                                 target_account_url="https://acct.blob.core.windows.net"))
+    ObjectMigration("sas", ObjectMigrationArgs(source_bucket="b", target_container="c",
+                                               target_account_url="https://acct.blob.core.windows.net?sv=1&sig=s3cr3t"))
+
+    def check(_):
+        plain = mocks.one(RUN, lambda r: r.name == "plain-copy").inputs["target_account_url"]
+        sas = mocks.one(RUN, lambda r: r.name == "sas-copy").inputs["target_account_url"]
+        assert plain == "https://acct.blob.core.windows.net"
+        assert is_rpc_secret(sas) and "sig=s3cr3t" in unwrap_rpc_secret(sas)
+
+    return settled().apply(check)
+
+
+@pulumi.runtime.test
 def test_without_credentials_no_credential_input_exists(mocks):
     migration()
 
