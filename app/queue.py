@@ -416,14 +416,18 @@ class Queue:
     def fail(self, claim: Claim, reason: str) -> dict[str, Any]:
         """Mark the job failed with ``reason``, record it under ``failed/``, remove marker and lease."""
         self._confirm(claim)
-        job, job_id = claim.job, claim.job_id
+        job = claim.job
         job.update(status="failed", error=reason, finished_at=_iso(self._clock()))
-        self._save(job)
-        self.store.put_json(self.failed_key(job_id), job)
-        self.store.delete(self.marker_key(job_id))
-        self._drop_lease(claim.lease)
-        log.warning("job %s: failed on worker %s: %s", job_id, claim.lease.worker, reason)
+        self._record_failure(job, claim.lease)
         return job
+
+    def _record_failure(self, job: dict[str, Any], lease: Lease) -> None:
+        """Save a failed job, keep a copy under ``failed/``, remove its marker and lease."""
+        self._save(job)
+        self.store.put_json(self.failed_key(job["id"]), job)
+        self.store.delete(self.marker_key(job["id"]))
+        self._drop_lease(lease)
+        log.warning("job %s: failed on worker %s: %s", job["id"], lease.worker, job["error"])
 
     def _fail_corrupt(self, job_id: str, lease: Lease, reason: str) -> None:
         """End a job whose document cannot be read: a minimal failed document replaces it."""
@@ -431,11 +435,7 @@ class Queue:
         job = {"id": job_id, "status": "failed", "filename": "", "content_type": None, "size": None,
                "input_key": "", "result_key": None, "created_at": now, "updated_at": now, "started_at": None,
                "finished_at": now, "attempts": 0, "worker": lease.worker, "error": reason, "timings": {}}
-        self._save(job)
-        self.store.put_json(self.failed_key(job_id), job)
-        self.store.delete(self.marker_key(job_id))
-        self._drop_lease(lease)
-        log.warning("job %s: failed on worker %s: %s", job_id, lease.worker, reason)
+        self._record_failure(job, lease)
 
     def retry(self, claim: Claim, reason: str) -> dict[str, Any]:
         """Queue the job again after a retryable error, or fail it once attempts reach the limit."""

@@ -120,6 +120,20 @@ def _overlap(src: Any, dst: Any) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
+def _run_on_pair(source_url: str, target_url: str, engine: Callable[..., T], show_bar: bool, **options: Any) -> T:
+    """Open both locations, run ``engine`` (``sync`` or ``verify``) on them, with a progress bar if asked; close."""
+    src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url)
+    try:
+        options.update(source_prefix=src_prefix, target_prefix=dst_prefix, early=early)
+        if show_bar:
+            with _Bar() as bar:
+                return engine(src, dst, progress=bar.listener, **options)
+        return engine(src, dst, **options)
+    finally:
+        src.close()
+        dst.close()
+
+
 class _Bar:
     """A rich progress bar on stderr, fed by the engine's ``Progress`` events (thread-safe)."""
 
@@ -242,19 +256,9 @@ def migrate(
     def run() -> int:
         from migration.copier import sync
 
-        src, src_prefix, dst, dst_prefix, early = _open_pair(source, target)
-        try:
-            kwargs = dict(source_prefix=src_prefix, target_prefix=dst_prefix, include=include or (),
-                          exclude=exclude or (), delete=delete, max_delete=max_delete, dry_run=dry_run,
-                          workers=workers, strict=strict, early=early)
-            if _show_progress(as_json, no_progress) and not dry_run:
-                with _Bar() as bar:
-                    report = sync(src, dst, progress=bar.listener, **kwargs)
-            else:
-                report = sync(src, dst, **kwargs)
-        finally:
-            src.close()
-            dst.close()
+        report = _run_on_pair(source, target, sync, _show_progress(as_json, no_progress) and not dry_run,
+                              include=include or (), exclude=exclude or (), delete=delete, max_delete=max_delete,
+                              dry_run=dry_run, workers=workers, strict=strict)
         if dry_run and not as_json:
             _print_plan(report)
         if dry_run and delete and report.objects_to_delete > max_delete:
@@ -283,18 +287,8 @@ def verify(
     def run() -> int:
         from migration.copier import verify as verify_copies
 
-        src, src_prefix, dst, dst_prefix, early = _open_pair(source, target)
-        try:
-            kwargs = dict(source_prefix=src_prefix, target_prefix=dst_prefix, include=include or (),
-                          exclude=exclude or (), deep=deep, workers=workers, early=early)
-            if deep and _show_progress(as_json, no_progress):
-                with _Bar() as bar:
-                    report = verify_copies(src, dst, progress=bar.listener, **kwargs)
-            else:
-                report = verify_copies(src, dst, **kwargs)
-        finally:
-            src.close()
-            dst.close()
+        report = _run_on_pair(source, target, verify_copies, deep and _show_progress(as_json, no_progress),
+                              include=include or (), exclude=exclude or (), deep=deep, workers=workers)
         _print_summary(report, as_json)
         return EXIT_OK if report.verified else EXIT_MISMATCH
 

@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.storage.emulators import Azurite, EmulatorError, FakeGcsServer, environment, free_port
+from app.storage.emulators import (
+    Azurite,
+    EmulatorError,
+    FakeGcsServer,
+    environment,
+    free_port,
+    silently_alter_blob,
+)
 
 SOURCE_BUCKET = "spotshift-source"
 TARGET_CONTAINER = "spotshift-target"
@@ -475,20 +482,12 @@ class Rehearsal:
 
     def _tamper(self) -> None:
         """Silently corrupt one migrated result: same size, same metadata and Content-MD5, different bytes."""
-        from azure.storage.blob import BlobServiceClient, ContentSettings
+        from azure.storage.blob import ContainerClient
 
-        with BlobServiceClient.from_connection_string(self.azurite.connection_string) as service:
-            container = service.get_container_client(TARGET_CONTAINER)
-            victim = next(b for b in container.list_blobs(name_starts_with="results/", include=["metadata"]))
-            blob = container.get_blob_client(victim.name)
-            data = bytearray(blob.download_blob().readall())
-            data[len(data) // 2] ^= 0xFF
-            settings = victim.content_settings
-            # Azurite checks a Content-MD5 sent with Put Blob; Set Blob Properties takes the old one on trust.
-            blob.upload_blob(bytes(data), overwrite=True, metadata=victim.metadata)
-            blob.set_http_headers(content_settings=ContentSettings(content_type=settings.content_type,
-                                                                   content_md5=settings.content_md5))
-        self.say(f"  injected: silently altered az://{TARGET_CONTAINER}/{victim.name}")
+        with ContainerClient.from_connection_string(self.azurite.connection_string, TARGET_CONTAINER) as container:
+            victim = next(iter(container.list_blob_names(name_starts_with="results/")))
+        silently_alter_blob(self.azurite.connection_string, TARGET_CONTAINER, victim)
+        self.say(f"  injected: silently altered az://{TARGET_CONTAINER}/{victim}")
 
     def _cutover_phase(self) -> None:
         from migration import copier

@@ -108,48 +108,49 @@ def _where(props: Mapping[str, Any]) -> str:
     return f"{src} -> {dst} ({_target_account(props) or 'connection string'})"
 
 
-def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
-    """One copy round: plan, copy, verify (deep when strict), digest; return the outputs."""
+def _selection(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's location and filter arguments, from the resource's inputs."""
+    return {
+        "source_prefix": props.get("source_prefix") or "",
+        "target_prefix": props.get("target_prefix") or "",
+        "include": list(props.get("include") or []),
+        "exclude": list(props.get("exclude") or []),
+    }
+
+
+def _digest(target: Any, selection: Mapping[str, Any]) -> str:
     from migration import copier
 
-    include = list(props.get("include") or [])
-    exclude = list(props.get("exclude") or [])
+    return copier.manifest_digest(target, selection["target_prefix"], include=selection["include"],
+                                  exclude=selection["exclude"])
+
+
+def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
+    """One copy round: plan, copy, verify (re-reading every target byte when strict), digest."""
+    from migration import copier
+
     strict = bool(props.get("strict"))
+    selection = _selection(props)
     source = _source_store(props)
     target = _target_store(props)
     try:
-        report = copier.sync(
-            source,
-            target,
-            source_prefix=props.get("source_prefix") or "",
-            target_prefix=props.get("target_prefix") or "",
-            include=include,
-            exclude=exclude,
-            workers=int(props.get("workers") or copier.DEFAULT_WORKERS),
-        )
-        check = copier.verify(
-            source,
-            target,
-            source_prefix=props.get("source_prefix") or "",
-            target_prefix=props.get("target_prefix") or "",
-            include=include,
-            exclude=exclude,
-            deep=strict,
-            workers=int(props.get("workers") or copier.DEFAULT_WORKERS),
-        )
-        digest = copier.manifest_digest(target, props.get("target_prefix") or "", include=include, exclude=exclude)
+        # sync verifies what it copied and, strict, re-lists and re-reads the whole
+        # target: a separate verify would list and read everything once more.
+        report = copier.sync(source, target, strict=strict,
+                             workers=int(props.get("workers") or copier.DEFAULT_WORKERS), **selection)
+        digest = _digest(target, selection)
     finally:
         source.close()
         target.close()
-    return _outputs(report.to_dict(), check.to_dict(), digest, strict, props)
+    return _outputs(report.to_dict(), digest, strict, props)
 
 
-def _outputs(sync: dict, check: dict, digest: str, strict: bool, props: Mapping[str, Any]) -> dict[str, Any]:
+def _outputs(sync: dict, digest: str, strict: bool, props: Mapping[str, Any]) -> dict[str, Any]:
     failures = [f"{f['key']}: {f['reason']}" for f in sync.get("failures", [])]
     failed_keys = {f["key"] for f in sync.get("failures", [])}
     # An object that failed to copy is also missing on verify: name it once.
-    failures += [f"{m['key']}: {m['reason']}" for m in check.get("mismatches", []) if m["key"] not in failed_keys]
-    verified = bool(check.get("verified")) and not sync.get("objects_failed")
+    failures += [f"{m['key']}: {m['reason']}" for m in sync.get("mismatches", []) if m["key"] not in failed_keys]
+    verified = bool(sync.get("verified")) and not sync.get("objects_failed")
     if strict and not verified:
         shown = "; ".join(failures[:10]) or "verification failed"
         more = f" (+{len(failures) - 10} more)" if len(failures) > 10 else ""
@@ -177,27 +178,20 @@ def read_state(props: Mapping[str, Any]) -> dict[str, Any]:
     """Verify from listings and digest the target without copying anything."""
     from migration import copier
 
-    include = list(props.get("include") or [])
-    exclude = list(props.get("exclude") or [])
+    selection = _selection(props)
     source = _source_store(props)
     target = _target_store(props)
     try:
-        check = copier.verify(
-            source,
-            target,
-            source_prefix=props.get("source_prefix") or "",
-            target_prefix=props.get("target_prefix") or "",
-            include=include,
-            exclude=exclude,
-        )
-        digest = copier.manifest_digest(target, props.get("target_prefix") or "", include=include, exclude=exclude)
+        check = copier.verify(source, target, workers=int(props.get("workers") or copier.DEFAULT_WORKERS),
+                              **selection).to_dict()
+        digest = _digest(target, selection)
     finally:
         source.close()
         target.close()
     return {
-        "verified": bool(check.to_dict().get("verified")),
+        "verified": bool(check.get("verified")),
         "manifest_digest": digest,
-        "failures": [f"{m['key']}: {m['reason']}" for m in check.to_dict().get("mismatches", [])][:100],
+        "failures": [f"{m['key']}: {m['reason']}" for m in check.get("mismatches", [])][:100],
     }
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pulumi
+
+from infra.images import ImageBuildArgs
 
 #: Defaults of the spotshift keys (``Pulumi.yaml`` declares the same values).
 DEFAULTS: dict[str, Any] = {
@@ -146,3 +149,39 @@ def _cidr(key: str, value: str) -> str:
     if network.prefixlen == 0:
         pulumi.log.warn(f"{key} opens access to the whole Internet (0.0.0.0/0)")
     return str(network)
+
+
+# --- Keys both stacks read the same way ---------------------------------------
+
+
+def read_image(repo_root: Path) -> tuple[str | None, bool]:
+    """``spotshift:image`` and ``spotshift:buildImage``: one of them must provide the image."""
+    build_image = read_bool("spotshift:buildImage")
+    image = read_str("spotshift:image")
+    if not build_image and image is None:
+        raise ConfigError(
+            "spotshift:image is required: set it to a pullable image reference, "
+            "or set spotshift:buildImage to true to build and push this checkout"
+        )
+    if build_image and not (repo_root / "Dockerfile").is_file():
+        raise ConfigError(f"spotshift:buildImage is true but there is no Dockerfile in {repo_root}")
+    return image, build_image
+
+
+def read_api_port() -> int:
+    """``spotshift:apiPort``: any TCP port but SSH's."""
+    api_port = read_int("spotshift:apiPort", 1, 65535)
+    if api_port == 22:
+        raise ConfigError("spotshift:apiPort must not be 22 (that is SSH)")
+    return api_port
+
+
+def image_build(build_image: bool, repo_root: Path) -> ImageBuildArgs | None:
+    """What to build when ``spotshift:buildImage`` is true: this checkout's Dockerfile."""
+    return ImageBuildArgs(context=str(repo_root), dockerfile=str(repo_root / "Dockerfile")) if build_image else None
+
+
+def export_all(outputs: Mapping[str, Any]) -> None:
+    """``pulumi.export`` every output by name."""
+    for name, value in outputs.items():
+        pulumi.export(name, value)

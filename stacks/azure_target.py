@@ -15,10 +15,13 @@ from typing import Any
 import pulumi
 
 from infra.azure import EVICTION_POLICIES, AzureSpotWorkload, AzureSpotWorkloadArgs
-from infra.images import ImageBuildArgs
 from migration.resource import ObjectMigration, ObjectMigrationArgs
 from stacks._config import (
     ConfigError,
+    export_all,
+    image_build,
+    read_api_port,
+    read_image,
     read_bool,
     read_choice,
     read_cidr,
@@ -67,18 +70,8 @@ def load_config() -> AzureTargetConfig:
     if not _LOCATION.match(location):
         raise ConfigError(f"azure-native:location must be an Azure region such as westeurope (got {location!r})")
 
-    build_image = read_bool("spotshift:buildImage")
-    image = read_str("spotshift:image")
-    if not build_image and image is None:
-        raise ConfigError(
-            "spotshift:image is required: set it to a pullable image reference, "
-            "or set spotshift:buildImage to true to build and push this checkout"
-        )
-    if build_image and not (REPO_ROOT / "Dockerfile").is_file():
-        raise ConfigError(f"spotshift:buildImage is true but there is no Dockerfile in {REPO_ROOT}")
-    api_port = read_int("spotshift:apiPort", 1, 65535)
-    if api_port == 22:
-        raise ConfigError("spotshift:apiPort must not be 22 (that is SSH)")
+    image, build_image = read_image(REPO_ROOT)
+    api_port = read_api_port()
 
     ssh_public_key = require_str(
         "spotshift:sshPublicKey",
@@ -222,9 +215,7 @@ def main() -> dict[str, Any]:
             location=config.location,
             ssh_public_key=config.ssh_public_key,
             image=config.image,
-            build=ImageBuildArgs(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / "Dockerfile"))
-            if config.build_image
-            else None,
+            build=image_build(config.build_image, REPO_ROOT),
             vm_size=config.vm_size,
             worker_count=config.worker_count,
             api_port=config.api_port,
@@ -257,6 +248,5 @@ def main() -> dict[str, Any]:
         "migration_stage": config.migration_stage,
     }
     outputs.update(add_migration_stage(config, target))
-    for name, value in outputs.items():
-        pulumi.export(name, value)
+    export_all(outputs)
     return outputs

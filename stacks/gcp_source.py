@@ -15,9 +15,12 @@ from typing import Any
 import pulumi
 
 from infra.gcp import PROVISIONING_MODELS, GcpSpotWorkload, GcpSpotWorkloadArgs
-from infra.images import ImageBuildArgs
 from stacks._config import (
     ConfigError,
+    export_all,
+    image_build,
+    read_api_port,
+    read_image,
     read_bool,
     read_choice,
     read_cidr,
@@ -64,18 +67,8 @@ def load_config() -> GcpSourceConfig:
     if not re.fullmatch(rf"{re.escape(region)}-[a-z]", zone):
         raise ConfigError(f"gcp:zone must be a zone of gcp:region {region}, such as {region}-a (got {zone!r})")
 
-    build_image = read_bool("spotshift:buildImage")
-    image = read_str("spotshift:image")
-    if not build_image and image is None:
-        raise ConfigError(
-            "spotshift:image is required: set it to a pullable image reference, "
-            "or set spotshift:buildImage to true to build and push this checkout"
-        )
-    if build_image and not (REPO_ROOT / "Dockerfile").is_file():
-        raise ConfigError(f"spotshift:buildImage is true but there is no Dockerfile in {REPO_ROOT}")
-    api_port = read_int("spotshift:apiPort", 1, 65535)
-    if api_port == 22:
-        raise ConfigError("spotshift:apiPort must not be 22 (that is SSH)")
+    image, build_image = read_image(REPO_ROOT)
+    api_port = read_api_port()
 
     return GcpSourceConfig(
         project=project,
@@ -106,9 +99,7 @@ def main() -> dict[str, Any]:
             region=config.region,
             zone=config.zone,
             image=config.image,
-            build=ImageBuildArgs(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / "Dockerfile"))
-            if config.build_image
-            else None,
+            build=image_build(config.build_image, REPO_ROOT),
             machine_type=config.machine_type,
             worker_count=config.worker_count,
             api_port=config.api_port,
@@ -130,6 +121,5 @@ def main() -> dict[str, Any]:
         "project": config.project,
         "worker_group": workload.worker_group,
     }
-    for name, value in outputs.items():
-        pulumi.export(name, value)
+    export_all(outputs)
     return outputs

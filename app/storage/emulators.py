@@ -307,3 +307,23 @@ class Azurite(_Emulator):
         with BlobServiceClient.from_connection_string(self.connection_string) as service:
             with contextlib.suppress(ResourceExistsError):
                 service.create_container(name)
+
+
+def silently_alter_blob(connection_string: str, container: str, key: str) -> None:
+    """Flip one byte of a blob but keep its size, metadata and Content-MD5: listings cannot tell.
+
+    The fault the strict cutover and ``verify --deep`` exist to catch, for the
+    rehearsal's ``--inject tamper`` and the tests. Azurite checks a Content-MD5
+    sent with Put Blob, so the bytes go first and the old MD5 is put back with
+    Set Blob Properties, which takes it on trust (as Azure does).
+    """
+    from azure.storage.blob import BlobServiceClient, ContentSettings
+
+    with BlobServiceClient.from_connection_string(connection_string) as service:
+        blob = service.get_blob_client(container, key)
+        props = blob.get_blob_properties()
+        data = bytearray(blob.download_blob().readall())
+        data[len(data) // 2] ^= 0xFF
+        blob.upload_blob(bytes(data), overwrite=True, metadata=props.metadata)
+        blob.set_http_headers(content_settings=ContentSettings(content_type=props.content_settings.content_type,
+                                                               content_md5=props.content_settings.content_md5))

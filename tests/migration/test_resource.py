@@ -11,9 +11,10 @@ import base64
 
 import dill
 import pytest
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient
 from pulumi.dynamic.dynamic import serialize_provider
 
+from app.storage.emulators import silently_alter_blob
 from migration import copier
 from migration.resource import DEFAULT_EXCLUDE, MigrationError, MigrationProvider
 
@@ -62,22 +63,17 @@ def round_tripped() -> MigrationProvider:
 
 def silently_alter(azurite, container: str, key: str) -> None:
     """Change a blob's bytes but keep its size, metadata and Content-MD5 (listings cannot tell)."""
+    before = azurite_props(azurite, container, key)
+
+    silently_alter_blob(azurite.connection_string, container, key)
+
+    after = azurite_props(azurite, container, key)
+    assert after.size == before.size and after.content_settings.content_md5 == before.content_settings.content_md5
+
+
+def azurite_props(azurite, container: str, key: str):
     with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
-        blob = service.get_blob_client(container, key)
-        props = blob.get_blob_properties()
-        data = bytearray(blob.download_blob().readall())
-        data[0] ^= 0xFF
-        # Azurite checks a Content-MD5 sent with Put Blob, so write the bytes first and put the
-        # old MD5 back with Set Blob Properties, which takes it on trust (as Azure does).
-        blob.upload_blob(bytes(data), overwrite=True, metadata=props.metadata)
-        blob.set_http_headers(
-            content_settings=ContentSettings(
-                content_type=props.content_settings.content_type,
-                content_md5=props.content_settings.content_md5,
-            )
-        )
-        altered = blob.get_blob_properties()
-        assert altered.size == props.size and altered.content_settings.content_md5 == props.content_settings.content_md5
+        return service.get_blob_client(container, key).get_blob_properties()
 
 
 def test_provider_survives_the_sdk_serialization_round_trip(seeded_source, fake_gcs, gcs_bucket, azurite,

