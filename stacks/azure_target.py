@@ -171,6 +171,10 @@ def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> d
             target_container=target.container_name,
             sync_round=config.sync_round,
             strict=cutover,
+            # Cutover: after the strict round, refuse if any source object is newer than the marker.
+            freeze_marker=source.get_output("freeze_marker").apply(
+                lambda key: _freeze_marker_or_refuse(config.source_stack, key)
+            ) if cutover else None,
         ),
         pulumi.ResourceOptions(depends_on=list(target.data_access_grants)),
     )
@@ -200,6 +204,17 @@ def _frozen_or_refuse(source_stack: str, bucket: str, frozen: Any) -> str:
             "`pulumi up -s gcp-source` first, so no write lands on GCP after the final sync"
         )
     return bucket
+
+
+def _freeze_marker_or_refuse(source_stack: str, key: Any) -> str:
+    """The source's freeze-marker key; a source stack that exports none cannot prove its freeze."""
+    if not key:
+        raise ConfigError(
+            f"spotshift:migrationStage is cutover but the source stack {source_stack} exports no freeze_marker: "
+            "run `pulumi up -s gcp-source` with this version (spotshift:freeze true) so it writes the marker "
+            "after its workers are gone"
+        )
+    return str(key)
 
 
 # --- Program -----------------------------------------------------------------

@@ -312,3 +312,45 @@ def test_defaults_are_safe(mocks, configure):
     assert config.deployer_principal_type == "User"
     assert config.ssh_public_key == SSH_KEY
     assert config.source_stack is None
+
+
+# --- Cutover: the late-write check's input ------------------------------------
+
+SOURCE_STACK = "acme/spotshift/gcp-source"
+DYNAMIC = "pulumi-python:dynamic/spotshift:MigrationRun"
+
+
+def run_stage(mocks, configure, stage: str, **source_outputs) -> dict:
+    """Run azure-target at ``stage`` against a source stack exporting ``source_outputs``."""
+    mocks.stack_outputs[SOURCE_STACK] = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod",
+                                         **source_outputs}
+    configure(AZURE_CONFIG, migrationStage=stage, sourceStack=SOURCE_STACK)
+    values: dict = {}
+
+    @pulumi.runtime.test
+    def deploy():
+        return resolved(azure_target.main()).apply(values.update)
+
+    deploy()
+    return values
+
+
+def test_cutover_hands_the_source_freeze_marker_to_the_strict_round(mocks, configure):
+    run_stage(mocks, configure, "cutover", frozen=True, freeze_marker="spotshift-freeze/marker.json")
+
+    copy = mocks.one(DYNAMIC).inputs
+    assert copy["strict"] is True
+    assert copy["freeze_marker"] == "spotshift-freeze/marker.json"
+
+
+def test_sync_rounds_do_not_check_write_times(mocks, configure):
+    run_stage(mocks, configure, "sync", frozen=False)
+
+    assert "freeze_marker" not in mocks.one(DYNAMIC).inputs
+
+
+def test_cutover_is_refused_when_the_frozen_source_exports_no_marker(mocks, configure, expected_config_errors):
+    with pytest.raises(ConfigError, match=r"source stack acme/spotshift/gcp-source exports no freeze_marker"):
+        run_stage(mocks, configure, "cutover", frozen=True)
+
+    assert mocks.of_type(DYNAMIC) == [], "no copy round may start without the marker"

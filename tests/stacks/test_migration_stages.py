@@ -13,7 +13,8 @@ from tests.infra.pulumi_mocks import MANIFEST_DIGEST
 from tests.stacks.conftest import AZURE_CONFIG, resolved
 
 SOURCE_STACK = "acme/spotshift/gcp-source"
-SOURCE_OUTPUTS = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod", "frozen": False}
+SOURCE_OUTPUTS = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod", "frozen": False,
+                  "freeze_marker": "spotshift-freeze/marker.json"}
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
 COMPONENT = "spotshift:migration:ObjectMigration"
 DYNAMIC = "pulumi-python:dynamic/spotshift:MigrationRun"
