@@ -7,6 +7,7 @@ gcp-source stack's bucket (see "Migration stages" below).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ MIGRATION_STAGES = ("provision", "sync", "cutover")
 PRINCIPAL_TYPES = ("User", "ServicePrincipal", "Group")
 
 _LOCATION = re.compile(r"^[a-z]+[a-z0-9]*$")
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+#: Azure's storage firewall rejects IP rules in these ranges (traffic from them never reaches it).
+_RFC1918 = tuple(ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _SSH_KEY = re.compile(r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
 
 
@@ -62,6 +66,11 @@ class AzureTargetConfig:
     migration_stage: str
     source_stack: str | None
     sync_round: int = 0
+    encryption_at_host: bool = True
+    storage_account_name: str | None = None
+    storage_allowed_cidrs: list[str] = field(default_factory=list)
+    blob_soft_delete_days: int = 7
+    noncurrent_version_days: int = 7
 
 
 def load_config() -> AzureTargetConfig:
@@ -97,6 +106,25 @@ def load_config() -> AzureTargetConfig:
         )
     sync_round = read_int("spotshift:syncRound", 0, 1_000_000)
 
+    account_name = read_str("spotshift:storageAccountName")
+    if account_name is not None and not _ACCOUNT_NAME.match(account_name):
+        raise ConfigError(
+            f"spotshift:storageAccountName must be 3 to 24 lowercase letters and digits (got {account_name!r})"
+        )
+    storage_cidrs = read_cidr_list("spotshift:storageAllowedCidrs")
+    for cidr in storage_cidrs:
+        if any(ipaddress.ip_network(cidr).subnet_of(private) for private in _RFC1918):
+            raise ConfigError(
+                f"spotshift:storageAllowedCidrs takes public IPv4 addresses only; the account's firewall refuses "
+                f"private ranges (got {cidr}): use the public address your traffic leaves from"
+            )
+    if stage != "provision" and not storage_cidrs:
+        raise ConfigError(
+            f"spotshift:storageAllowedCidrs is required when spotshift:migrationStage is {stage}: the storage "
+            "account denies every network but the workload's subnet, and the migration writes from the machine "
+            "running `pulumi up`; run `pulumi config set --path 'spotshift:storageAllowedCidrs[0]' <your public IP>`"
+        )
+
     return AzureTargetConfig(
         location=location,
         image=image,
@@ -115,6 +143,11 @@ def load_config() -> AzureTargetConfig:
         migration_stage=stage,
         source_stack=source_stack,
         sync_round=sync_round,
+        encryption_at_host=read_bool("spotshift:encryptionAtHost"),
+        storage_account_name=account_name,
+        storage_allowed_cidrs=storage_cidrs,
+        blob_soft_delete_days=read_int("spotshift:blobSoftDeleteDays", 1, 365),
+        noncurrent_version_days=read_int("spotshift:noncurrentVersionDays", 1, 3650),
     )
 
 
@@ -240,6 +273,11 @@ def main() -> dict[str, Any]:
             allow_shared_key_access=config.allow_shared_key_access,
             grant_deployer_data_access=config.grant_deployer_data_access,
             deployer_principal_type=config.deployer_principal_type,
+            encryption_at_host=config.encryption_at_host,
+            storage_account_name=config.storage_account_name,
+            storage_allowed_ips=config.storage_allowed_cidrs,
+            blob_soft_delete_days=config.blob_soft_delete_days,
+            noncurrent_version_days=config.noncurrent_version_days,
         ),
     )
     target = MigrationTarget(

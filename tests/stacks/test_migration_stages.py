@@ -25,7 +25,8 @@ CONTAINER = "azure-native:storage:BlobContainer"
 def deploy_stage(mocks, configure, stage: str, frozen: Any = False, **overrides: Any) -> dict[str, Any]:
     """Run azure-target at ``stage`` against a source stack exporting ``frozen``; return the resolved exports."""
     mocks.stack_outputs[SOURCE_STACK] = {**SOURCE_OUTPUTS, "frozen": frozen}
-    configure(AZURE_CONFIG, migrationStage=stage, sourceStack=SOURCE_STACK, **overrides)
+    configure(AZURE_CONFIG, migrationStage=stage, sourceStack=SOURCE_STACK, storageAllowedCidrs=["203.0.113.7"],
+              **overrides)
     values: dict[str, Any] = {}
 
     @pulumi.runtime.test
