@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "encryptionAtHost": True,
     "storageAllowedCidrs": [],
     "storageAccountName": "",
+    "protectStorage": True,
     "allowSharedKeyAccess": False,
     "freeze": False,
     "migrationStage": "provision",

@@ -71,6 +71,7 @@ class AzureTargetConfig:
     storage_allowed_cidrs: list[str] = field(default_factory=list)
     blob_soft_delete_days: int = 7
     noncurrent_version_days: int = 7
+    protect_storage: bool = True
 
 
 def load_config() -> AzureTargetConfig:
@@ -148,6 +149,7 @@ def load_config() -> AzureTargetConfig:
         storage_allowed_cidrs=storage_cidrs,
         blob_soft_delete_days=read_int("spotshift:blobSoftDeleteDays", 1, 365),
         noncurrent_version_days=read_int("spotshift:noncurrentVersionDays", 1, 3650),
+        protect_storage=read_bool("spotshift:protectStorage"),
     )
 
 
@@ -277,6 +279,7 @@ def main() -> dict[str, Any]:
             storage_account_name=config.storage_account_name,
             storage_allowed_ips=config.storage_allowed_cidrs,
             blob_soft_delete_days=config.blob_soft_delete_days,
+            protect_storage=config.protect_storage,
             noncurrent_version_days=config.noncurrent_version_days,
         ),
     )

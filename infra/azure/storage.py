@@ -50,6 +50,8 @@ class AzureBlobStorageArgs:
     """Days a deleted blob or container stays restorable."""
     noncurrent_version_days: int = 7
     """Days a previous blob version is kept before lifecycle management deletes it."""
+    protect: bool = True
+    """``protect`` the account and container: no replacement, no deletion (lift: False, ``pulumi up``)."""
 
 
 def ip_rules(allowed: Sequence[str]) -> list[dict[str, str]]:
@@ -134,7 +136,7 @@ class AzureBlobStorage(pulumi.ComponentResource):
                     # one with every blob. The first name sticks (a stack or project rename must not
                     # move the data), and protect refuses any replacement or deletion outright.
                     ignore_changes=["accountName"],
-                    protect=True,
+                    protect=args.protect,
                 ),
             ),
         )
@@ -162,7 +164,7 @@ class AzureBlobStorage(pulumi.ComponentResource):
             account_name=account.name,
             container_name=args.container_name,
             public_access="None",
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=args.protect)),
         )
         contributor_role = role_definition_id(args.subscription_id, STORAGE_BLOB_DATA_CONTRIBUTOR)
         self.role_assignments = [

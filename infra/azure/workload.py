@@ -48,6 +48,8 @@ class AzureSpotWorkloadArgs:
     """The storage account's name; None derives one from subscription, project, stack and component."""
     storage_allowed_ips: Sequence[str] = field(default_factory=list)
     """Public IPv4 addresses/CIDRs the storage firewall admits (the deployer, for the migration)."""
+    protect_storage: bool = True
+    """Protect the storage account and container against replacement and deletion."""
     blob_soft_delete_days: int = 7
     """Days a deleted blob or container stays restorable."""
     noncurrent_version_days: int = 7
@@ -137,6 +139,7 @@ class AzureSpotWorkload(pulumi.ComponentResource):
                 subnet_ids=[network.subnet_id],
                 allowed_ips=list(args.storage_allowed_ips),
                 soft_delete_days=args.blob_soft_delete_days,
+                protect=args.protect_storage,
                 noncurrent_version_days=args.noncurrent_version_days,
             ),
             opts=child,

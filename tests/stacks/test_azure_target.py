@@ -329,6 +329,7 @@ def test_defaults_are_safe(mocks, configure):
     assert config.encryption_at_host is True
     assert (config.storage_account_name, config.storage_allowed_cidrs) == (None, [])
     assert (config.blob_soft_delete_days, config.noncurrent_version_days) == (7, 7)
+    assert config.protect_storage is True
 
 
 # --- Cutover: the late-write check's input ------------------------------------
@@ -465,6 +466,20 @@ def test_default_account_firewall_admits_only_the_subnet(mocks, configure, expor
         rules = mocks.one(ACCOUNT).inputs["networkRuleSet"]
         assert rules["defaultAction"] == "Deny" and rules.get("ipRules") in (None, [])
         assert len(rules["virtualNetworkRules"]) == 1
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_protection_is_lifted_only_by_an_explicit_key(mocks, configure, exports):
+    configure(AZURE_CONFIG, protectStorage=False)
+
+    outputs = azure_target.main()
+
+    def check(_):
+        assert mocks.one(ACCOUNT).options["protect"] is False
+        assert mocks.one(CONTAINER).options["protect"] is False
+        assert mocks.one(ACCOUNT).options["ignoreChanges"] == ["accountName"]
 
     return resolved(outputs).apply(check)
 
