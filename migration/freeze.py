@@ -47,7 +47,8 @@ def check_no_writes_after_freeze(source: ObjectStore, marker_key: str, prefix: s
         raise LateWriteError(
             f"cutover refused: {late_count} object(s) in {source.url} were written at or after the freeze "
             f"({frozen_at.isoformat()}), so the final round may have missed them: {', '.join(shown)}{more}. "
-            "Find what still writes to the bucket, then run `pulumi up -s gcp-source` (freeze true) again to "
-            "write a new marker and bump spotshift:syncRound for another cutover round"
+            "Stop what still writes to the bucket, write a new marker (`pulumi up -s gcp-source --replace` "
+            "on the spotshift-freeze-object resource, see the README's runbook), then bump spotshift:syncRound "
+            "for another cutover round"
         )
     return frozen_at
