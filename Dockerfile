@@ -14,6 +14,8 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY migration ./migration
 COPY infra ./infra
+# No extras: the workload set only. Pulumi and its providers (the `infra` extra, ~700 MiB)
+# stay out of the image every Spot VM pulls; app.workload_guard refuses them at run time.
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
