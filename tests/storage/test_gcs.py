@@ -20,9 +20,14 @@ from app.storage import (
     StorageError,
     TransientStorageError,
 )
+from app.queue import Queue
+from app.settings import Settings
 from app.storage.emulators import FakeGcsServer, free_port
 from app.storage.gcs import GcsStore
+from app.worker import Worker
+from tests.app.images import png_bytes
 from tests.storage.stub_http import Reply, StubServer
+from tests.storage.write_rate_proxy import WriteRateProxy
 
 pytestmark = pytest.mark.emulator
 
@@ -437,3 +442,26 @@ def test_a_precondition_failure_without_retries_reads_nothing_back(retrying_stub
         store.put("k", b"mine", if_absent=True)
 
     assert [method for method, _ in server.requests] == ["POST"]
+
+
+@pytest.mark.slow
+def test_the_job_flow_survives_the_per_object_write_rate_limit(
+    fake_gcs: FakeGcsServer, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WriteRateProxy(fake_gcs.url) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        store = GcsStore(gcs_bucket, project=fake_gcs.project, retry_deadline=30)
+        settings = Settings(WORKER_ID="rate-limited", WORKER_POLL_SECONDS=0.05, MAX_ATTEMPTS=1)
+        queue = Queue.from_settings(store, settings)
+        store.put("twice", b"first")
+        store.put("twice", b"second")  # within a second of the first: a 429, retried
+        jobs = [queue.submit(png_bytes(), f"in-{n}.png", "image/png") for n in range(3)]
+
+        Worker(store, settings).run(until_empty=True)
+
+        states = [queue.get(job["id"])["status"] for job in jobs]
+        assert store.get("twice") == b"second"
+        store.close()
+
+    assert "twice" in proxy.rejected, "the proxy never throttled: the test proves nothing"
+    assert states == ["done"] * 3
