@@ -106,7 +106,8 @@ def stalled_decoder(timeout: float) -> None:
         print(f"  stalled job: {job['status']} after {job['attempts']} attempts: {job['error']}")
         print(f"  exit code of the last child stopped: {transform.last_exitcode} (-9: SIGKILL at the limit)")
         print(f"  next job: {queue.get(good['id'])['status']}; worker done={worker.done} failed={worker.failed}")
-        print(f"  whole burst {elapsed:.2f}s for 2 x {timeout:g}s limit + 1 normal job; worker peak RSS {rss_mib():.0f} MiB")
+        print(f"  whole burst {elapsed:.2f}s (2 attempts x {timeout:g}s + 1 normal job); "
+              f"worker peak RSS {rss_mib():.0f} MiB")
 
 
 def in_process_peak(data: bytes) -> float:

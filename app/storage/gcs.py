@@ -249,8 +249,12 @@ class GcsStore(ObjectStore):
                 raise detail from err
             where = f"{self.url}/{key}" if key else self.url
             reason = str(detail).removeprefix(f"{where}: ") if detail is not None else err.message
-            raise TransientStorageError(f"{where}: still failing after retrying for {self._retry_deadline:g}s: {reason}") from err
-        except (api_exceptions.GoogleAPICallError, InvalidResponse, auth_exceptions.GoogleAuthError, *_TRANSPORT_ERRORS) as err:
+            raise TransientStorageError(
+                f"{where}: still failing after retrying for {self._retry_deadline:g}s: {reason}"
+            ) from err
+        except (
+            api_exceptions.GoogleAPICallError, InvalidResponse, auth_exceptions.GoogleAuthError, *_TRANSPORT_ERRORS
+        ) as err:
             raise self._translate(err, key, bucket_call=bucket_call) from err
 
     def _translate(self, err: Exception, key: str | None, *, bucket_call: bool) -> StorageError:
@@ -376,7 +380,9 @@ class GcsStore(ObjectStore):
                         retry=self._tracked(self._write_retry, retried),
                     )
             except PreconditionFailed:
-                landed = self._own_landed_write(key, hasher, metadata) if generation is not None and retried else None
+                if generation is None or not retried:
+                    raise
+                landed = self._own_landed_write(key, hasher, metadata)
                 if landed is None:
                     raise
                 return landed
@@ -526,7 +532,9 @@ class GcsStore(ObjectStore):
         try:
             with self._errors(key):
                 blob.delete(
-                    if_generation_match=generation, timeout=self._timeout, retry=self._tracked(self._write_retry, retried)
+                    if_generation_match=generation,
+                    timeout=self._timeout,
+                    retry=self._tracked(self._write_retry, retried),
                 )
         except ObjectNotFound:
             if retried:

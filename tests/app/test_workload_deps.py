@@ -125,7 +125,9 @@ def test_the_guard_refuses_pulumi_and_the_infra_code(module: str) -> None:
         "sys.exit(1)\n"
     )
 
-    done = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True, timeout=60
+    )
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "`infra` extra" in done.stdout
