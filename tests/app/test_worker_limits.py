@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,14 +24,29 @@ def job_children() -> list[multiprocessing.process.BaseProcess]:
     return [child for child in multiprocessing.active_children() if child.name == "spotshift-job"]
 
 
+@pytest.fixture
+def child_transform() -> Iterator[Callable[..., ChildTransform]]:
+    """Make ChildTransforms (same arguments); every one is closed after the test."""
+    made: list[ChildTransform] = []
+
+    def make(fn: Callable[[bytes], bytes], **options: object) -> ChildTransform:
+        transform = ChildTransform(fn, **options)  # type: ignore[arg-type]
+        made.append(transform)
+        return transform
+
+    yield make
+    for transform in made:
+        transform.close()
+
+
 def test_stalled_decoder_is_killed_and_its_job_failed_with_the_reason_after_max_attempts(
-    local_store: LocalStore, make_settings: Callable[..., Settings]
+    local_store: LocalStore, make_settings: Callable[..., Settings], child_transform: Callable[..., ChildTransform]
 ) -> None:
     settings = make_settings(MAX_ATTEMPTS=2)
     queue = Queue.from_settings(local_store, settings)
     stalled = queue.submit(transforms.STALL + png_bytes(), "stall.png", "image/png")
     good = queue.submit(png_bytes(), "good.png", "image/png")
-    transform = ChildTransform(transforms.stall_or_grayscale, timeout=0.5)
+    transform = child_transform(transforms.stall_or_grayscale, timeout=0.5)
     worker = Worker(local_store, settings, process=transform)
 
     worker.run(until_empty=True)
@@ -45,12 +60,12 @@ def test_stalled_decoder_is_killed_and_its_job_failed_with_the_reason_after_max_
 
 
 def test_timed_out_job_is_requeued_for_another_attempt(
-    local_store: LocalStore, make_settings: Callable[..., Settings]
+    local_store: LocalStore, make_settings: Callable[..., Settings], child_transform: Callable[..., ChildTransform]
 ) -> None:
     settings = make_settings(MAX_ATTEMPTS=3)
     queue = Queue.from_settings(local_store, settings)
     job = queue.submit(transforms.STALL + png_bytes(), "stall.png", "image/png")
-    worker = Worker(local_store, settings, process=ChildTransform(transforms.stall_or_grayscale, timeout=0.3))
+    worker = Worker(local_store, settings, process=child_transform(transforms.stall_or_grayscale, timeout=0.3))
     claim = queue.claim("test-worker")
     assert claim is not None
 
@@ -61,8 +76,8 @@ def test_timed_out_job_is_requeued_for_another_attempt(
     assert "JOB_TIMEOUT_SECONDS" in retried["error"]
 
 
-def test_the_stalled_child_is_killed_not_left_running() -> None:
-    transform = ChildTransform(transforms.stall_or_grayscale, timeout=0.3)
+def test_the_stalled_child_is_killed_not_left_running(child_transform: Callable[..., ChildTransform]) -> None:
+    transform = child_transform(transforms.stall_or_grayscale, timeout=0.3)
 
     with pytest.raises(JobTimedOut):
         transform(transforms.STALL)
@@ -71,8 +86,10 @@ def test_the_stalled_child_is_killed_not_left_running() -> None:
     assert job_children() == []
 
 
-def test_a_child_killed_by_a_signal_is_a_retryable_crash_and_the_next_call_gets_a_fresh_child() -> None:
-    transform = ChildTransform(transforms.stall_or_grayscale, timeout=30)
+def test_a_child_killed_by_a_signal_is_a_retryable_crash_and_the_next_call_gets_a_fresh_child(
+    child_transform: Callable[..., ChildTransform],
+) -> None:
+    transform = child_transform(transforms.stall_or_grayscale, timeout=30)
 
     with pytest.raises(JobCrashed, match="killed by signal 9"):
         transform(transforms.CRASH)
@@ -82,8 +99,8 @@ def test_a_child_killed_by_a_signal_is_a_retryable_crash_and_the_next_call_gets_
     assert result.startswith(b"\x89PNG")
 
 
-def test_a_healthy_child_is_reused_and_is_not_the_worker_process() -> None:
-    transform = ChildTransform(transforms.pid, timeout=30)
+def test_a_healthy_child_is_reused_and_is_not_the_worker_process(child_transform: Callable[..., ChildTransform]) -> None:
+    transform = child_transform(transforms.pid, timeout=30)
 
     first, second = transform(b""), transform(b"")
     transform.close()
@@ -101,8 +118,8 @@ def test_transform_errors_reach_the_worker_with_their_type() -> None:
     transform.close()
 
 
-def test_memory_over_the_per_job_cap_fails_in_the_child_only() -> None:
-    transform = ChildTransform(transforms.allocate, timeout=30, memory_bytes=128 * MIB)
+def test_memory_over_the_per_job_cap_fails_in_the_child_only(child_transform: Callable[..., ChildTransform]) -> None:
+    transform = child_transform(transforms.allocate, timeout=30, memory_bytes=128 * MIB)
 
     with pytest.raises(JobOutOfMemory, match="128 MiB memory limit"):
         transform(b"512")
@@ -148,3 +165,23 @@ def test_job_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     transform = bounded_transform(load_settings())
 
     assert (transform.timeout, transform.memory_bytes) == (7.5, 640 * MIB)
+
+
+def test_a_drain_kills_the_stalled_child_and_releases_its_job(
+    local_store: LocalStore, make_settings: Callable[..., Settings], child_transform: Callable[..., ChildTransform]
+) -> None:
+    from .test_worker import start, wait_until
+
+    settings = make_settings(WORKER_GRACE_SECONDS=0.2)
+    queue = Queue.from_settings(local_store, settings)
+    job = queue.submit(transforms.STALL + png_bytes(), "stall.png", "image/png")
+    worker = Worker(local_store, settings, process=child_transform(transforms.stall_or_grayscale, timeout=600))
+    thread = start(worker)
+    wait_until(lambda: queue.get(job["id"])["status"] == "processing" and job_children() != [], "the child to start")
+
+    worker.stop("test drain")
+    thread.join(10)
+
+    assert not thread.is_alive()
+    wait_until(lambda: job_children() == [], "the stalled child to be killed")
+    assert queue.get(job["id"])["status"] == "queued"
