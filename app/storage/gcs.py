@@ -208,7 +208,9 @@ class GcsStore(ObjectStore):
             if retry_deadline > 0
             else None
         )
-        # Writes start slower: the per-object mutation limit is about one a second.
+        # Writes start slower: the per-object mutation limit is about one a second. Every write
+        # retries, not only conditional ones (the SDK's DEFAULT_RETRY_IF_GENERATION_SPECIFIED):
+        # an unconditional put here sends a whole object of fixed bytes, so repeating it is harmless.
         self._write_retry = (
             DEFAULT_RETRY.with_delay(initial=1.0, maximum=16.0, multiplier=2.0).with_timeout(retry_deadline)
             if retry_deadline > 0
