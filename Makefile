@@ -8,19 +8,20 @@ STAMP := $(VENV)/.spotshift-installed
 AZURITE := tools/node_modules/.bin/azurite-blob
 PYTEST_ARGS ?=
 
-.PHONY: help setup test demo bench lint clean system-tools rclone
+.PHONY: help setup test demo bench lint clean system-tools rclone image
 
 help:
 	@echo "make demo   - set up and run the local migration rehearsal on the emulators"
 	@echo "make test   - set up and run the full test suite"
 	@echo "make bench  - set up and run the migration benchmark (engine vs seed loop vs rclone)"
+	@echo "make image  - build the workload container image (IMAGE=spotshift:dev) with Docker or podman"
 	@echo "make clean  - remove the venv, node_modules and reports"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "spotshift needs Python 3.11+, found " + sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,infra]'
 	@touch $@
 
 $(AZURITE): tools/package.json tools/package-lock.json
@@ -55,6 +56,13 @@ demo: setup
 
 bench: setup rclone
 	$(PY) bench/bench_migration.py
+
+# The workload image (no Pulumi in it), with whichever engine is here: Docker first, else podman.
+IMAGE ?= spotshift:dev
+image:
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null; then podman build -t $(IMAGE) .; \
+	else echo "make image needs Docker or podman (../shared/tools/build-image-offline.sh builds without a registry)" >&2; exit 2; fi
 
 lint: setup
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
