@@ -33,7 +33,14 @@ def test_png_upload_is_queued_with_links(client: TestClient, local_store: LocalS
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "queued" and body["filename"] == "cat.png"
-    assert body["links"] == {"self": f"/jobs/{body['id']}", "result": f"/jobs/{body['id']}/result"}
+    base = f"/jobs/{body['id']}"
+    assert body["links"] == {
+        "self": base,
+        "result": f"{base}/result",
+        "page": f"{base}/page",
+        "input_thumbnail": f"{base}/thumbnails/input",
+        "result_thumbnail": f"{base}/thumbnails/result",
+    }
     assert response.headers["location"] == f"/jobs/{body['id']}"
     assert local_store.exists(f"queue/{body['id']}")
 
