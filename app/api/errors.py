@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from app.api.schemas import ErrorBody, FieldProblem
 from app.storage.base import StorageError
@@ -47,10 +48,17 @@ def _body(detail: str, status: int, headers: dict[str, str] | None = None, **ext
     return JSONResponse(ErrorBody(detail=detail, **extra).model_dump(), status_code=status, headers=headers)
 
 
+def _leaves(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        # FastAPI >= 0.16x wraps an included router; its own routes carry the paths.
+        included = getattr(route, "original_router", None)
+        yield from _leaves(included.routes) if included is not None else (route,)
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in _leaves(request.app.router.routes):
         match, _ = route.matches(request.scope)
         if match != Match.NONE and getattr(route, "methods", None):
             methods |= route.methods

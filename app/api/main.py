@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: The page's own CSS and JS (no CDN: VMs may have no internet).
 STATIC_URL = "/static"
-#: Swagger UI and ReDoc, as shipped inside the fastapi-offline package.
+#: Swagger UI's assets, as shipped inside the fastapi-offline package.
 DOCS_STATIC_URL = "/static/docs"
 
 
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         summary="Upload an image, get it back in grayscale; jobs run on spot VMs.",
         lifespan=lifespan,
         static_url=DOCS_STATIC_URL,
+        # ReDoc's bundle fetches its logo from a CDN; Swagger UI alone works fully offline.
+        redoc_url=None,
         favicon_url=f"{STATIC_URL}/favicon.svg",
     )
     app.state.settings = settings

@@ -118,16 +118,17 @@ def _refusal(detail: str) -> str:
 
 
 def index_html(queue: Queue, settings: Settings, *, submitted: str | None = None, refused: str = "") -> str:
-    """The upload page: form, confirmation or refusal, and the recent jobs with live status."""
+    """The upload page: form, confirmation or refusal, and the recent jobs with live status.
+
+    One bounded listing (the recent jobs) per view: no count of the whole history.
+    """
     views = [JobView.from_job(job) for job in queue.recent(RECENT_ON_PAGE)]
-    counts = queue.counts()
     paused = '<div class="notice paused"><p>Uploads are paused (read-only) while the service moves.</p></div>'
     return _template("index.html").substitute(
         message=_refusal(refused) if refused else _confirmation(queue, submitted),
         read_only=paused if settings.READ_ONLY else "",
         disabled="disabled" if settings.READ_ONLY else "",
         max_mib=f"{settings.MAX_UPLOAD_BYTES / 1024 / 1024:.0f}",
-        counts=", ".join(f"{count} {status}" for status, count in counts.items()),
         rows="\n".join(_row(view) for view in views) or '<tr><td colspan="5">No jobs yet.</td></tr>',
     )
 
