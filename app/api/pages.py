@@ -54,25 +54,21 @@ def _failure(view: JobView, lead: str = "Technical reason") -> str:
     )
 
 
-def _previews(view: JobView, *, result: bool) -> str:
+def _previews(view: JobView) -> str:
     name = escape(view.filename)
-    figures = [
+    return (
         f'<figure><img src="{view.links.input_thumbnail}" alt="Uploaded image {name}" loading="lazy">'
         "<figcaption>uploaded</figcaption></figure>"
-    ]
-    if result:
-        figures.append(
-            f'<figure><img src="{view.links.result_thumbnail}" alt="Grayscale result of {name}" loading="lazy">'
-            "<figcaption>grayscale</figcaption></figure>"
-        )
-    return "".join(figures)
+        f'<figure><img src="{view.links.result_thumbnail}" alt="Grayscale result of {name}" loading="lazy">'
+        "<figcaption>grayscale</figcaption></figure>"
+    )
 
 
 def result_cell(view: JobView) -> str:
     """The Result column of a job's row (page.js renders the same when the status changes)."""
     if view.status == "done":
         return (
-            f'<a class="previews" href="{view.links.result}">{_previews(view, result=True)}</a>'
+            f'<a class="previews" href="{view.links.result}">{_previews(view)}</a>'
             f'<a href="{view.links.result}">Open result</a>'
         )
     if view.status == "failed":
@@ -157,7 +153,10 @@ def job_html(view: JobView) -> str:
         parts.append('<p class="pending">This page updates by itself when the job moves on.</p>')
         if view.error:
             parts.append(f'<div class="notice paused">{_failure(view, "Retrying after")}</div>')
-    parts.append(f'<div class="previews">{_previews(view, result=view.status == "done")}</div>')
+    if view.status == "done":
+        # Previews only for finished jobs: the worker has shown the input decodes, and the API
+        # decodes nothing for jobs still waiting.
+        parts.append(f'<div class="previews">{_previews(view)}</div>')
     parts.append("<h3>Timeline</h3>" + _timeline(view))
     size = f"{view.size:,} bytes" if view.size is not None else "—"
     parts.append(

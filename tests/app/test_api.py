@@ -20,7 +20,7 @@ from app.settings import Settings
 from app.storage import LocalStore
 from app.worker import Worker
 
-from .conftest import DownStore
+from .conftest import REPO_ROOT, DownStore
 from .images import bomb_png, encode, jpeg_bytes, png_bytes, truncated_png
 
 
@@ -335,9 +335,11 @@ def test_large_truncated_non_jpeg_is_left_to_the_worker(client: TestClient, monk
 
     bmp = upload(client, _truncated("BMP"), filename="big.bmp")
     jpeg = upload(client, _truncated("JPEG"), filename="big.jpg")
+    png = upload(client, _truncated("PNG"), filename="big.png")
 
     assert bmp.status_code == 202, "over the decode budget only the structure is checked"
     assert jpeg.status_code == 415, "JPEG is decoded at 1/8 scale whatever its size"
+    assert png.status_code == 415, "verify() reads every PNG chunk to the end"
 
 
 @pytest.mark.parametrize(
@@ -466,3 +468,22 @@ def test_api_docs_are_served_from_the_package(client: TestClient) -> None:
     assert docs.status_code == 200 and scripts
     assert all(url.startswith("/static/") for url in scripts), scripts
     assert all(client.get(url).status_code == 200 for url in scripts)
+
+
+def test_readme_api_table_matches_the_openapi_document(client: TestClient) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### HTTP API"):readme.index("Outside the contract")]
+    rows = re.findall(r"^\| `(GET|POST|PUT|DELETE) ([^`]+)` \|([\d, ]*)\|([\d, ]*)\|", section, re.MULTILINE)
+    documented = {
+        (method.lower(), path): {code.strip() for code in f"{ok},{errors}".split(",") if code.strip()}
+        for method, path, ok, errors in rows
+    }
+
+    schema = client.get("/openapi.json").json()
+    actual = {
+        (method, path): set(operation["responses"])
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+
+    assert documented == actual

@@ -106,7 +106,7 @@ def _shot(page: Any, name: str) -> Path:
         with Image.open(path) as image:
             small = image.convert("RGB")
             small.thumbnail((800, 1400))
-            small.quantize(colors=64).save(README_SHOTS / f"{name}.png", optimize=True)
+            small.quantize(colors=128).save(README_SHOTS / f"{name}.png", optimize=True)
     return path
 
 
@@ -187,6 +187,7 @@ def test_failed_job_explains_the_reason_in_words(api: LiveApi, desktop: Any) -> 
     expect(page.locator("main.job .status")).to_have_text("failed", timeout=JOB_TIMEOUT_MS)
     expect(page.locator(".explanation")).to_contain_text("cannot be read as an image")
     expect(page.locator(".technical code")).to_contain_text("invalid image")
+    expect(page.locator(".previews img")).to_have_count(0)
     _shot(page, "4-failed")
 
 
