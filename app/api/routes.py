@@ -252,6 +252,8 @@ def _thumbnail(store: ObjectStore, settings: Settings, job: dict[str, Any], kind
         preview = thumbnail_jpeg(source, settings.MAX_IMAGE_PIXELS)
     except ImageError:
         raise HTTPException(409, "no preview: the image cannot be decoded") from None
+    if settings.READ_ONLY:
+        return preview  # the cutover freeze: nothing new may land in the bucket being copied
     try:
         store.put(key, preview, content_type="image/jpeg", if_absent=True)
     except PreconditionFailed:

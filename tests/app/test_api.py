@@ -487,3 +487,34 @@ def test_readme_api_table_matches_the_openapi_document(client: TestClient) -> No
     }
 
     assert documented == actual
+
+
+def test_thumbnails_are_served_but_not_stored_while_read_only(
+    client_for: Callable[..., TestClient], local_store: LocalStore, settings: Settings
+) -> None:
+    job = Queue.from_settings(local_store, settings).submit(png_bytes(), "a.png", "image/png")
+    client = client_for(READ_ONLY=True)
+
+    response = client.get(f"/jobs/{job['id']}/thumbnails/input")
+
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert not local_store.exists(f"thumbnails/{job['id']}/input.jpg")
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        ("invalid image: cannot decode image: decoder error -2", "damaged or incomplete"),
+        ("invalid image: not a supported image: Truncated File Read", "damaged or incomplete"),
+        ("invalid image: not a supported image: cannot identify image file", "not an image in a supported format"),
+        ("invalid image: too many pixels: 9000x9000 exceeds the limit of 40000000", "more pixels than"),
+        ("input missing: uploads/x/a.png", "no longer in storage"),
+        ("gave up after 3 attempts; last error: the worker was lost mid-job", "kept stopping"),
+        ("KeyError: 'surprise'", "does not recognise"),
+    ],
+)
+def test_failure_reasons_are_explained_in_words(error: str, words: str) -> None:
+    from app.api.explain import explain_error
+
+    assert words in (explain_error(error) or "")
+    assert explain_error(None) is None
