@@ -1,10 +1,13 @@
 "use strict";
 // Live status for spotshift's pages: polls each unfinished job's own endpoint
-// (never a listing), every PERIOD_MS while the tab is visible, and stops once
-// every job on the page is done or failed. No framework, no CDN.
+// (never a listing) while the tab is visible, every FIRST_MS at first and less
+// often (up to SLOWEST_MS) while nothing changes, and stops once every job on
+// the page is done or failed. No framework, no CDN.
 (function () {
   const FINAL = new Set(["done", "failed", "gone"]);
-  const PERIOD_MS = 1500;
+  const FIRST_MS = 1500;
+  const SLOWEST_MS = 10000;
+  let period = FIRST_MS;
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -39,18 +42,22 @@
     return parts;
   }
 
+  // Returns true when the status differs from what the page showed.
   function show(id, status, job) {
+    let changed = false;
     document.querySelectorAll('[data-status-of="' + id + '"]').forEach(function (badge) {
       badge.textContent = status;
       badge.className = "status " + status;
     });
     document.querySelectorAll('[data-job="' + id + '"]').forEach(function (node) {
       if (node.dataset.status === status) return;
+      changed = true;
       node.dataset.status = status;
       if (node.hasAttribute("data-reload-on-change")) { window.location.reload(); return; }
       const cell = node.querySelector("td.result");
       if (cell && job) cell.replaceChildren(...resultCell(job));
     });
+    return changed;
   }
 
   async function poll() {
@@ -59,23 +66,25 @@
       if (!FINAL.has(node.dataset.status)) ids.add(node.dataset.job);
     });
     if (!ids.size) return;
+    let changed = false;
     if (!document.hidden) {
       for (const id of ids) {
         try {
           const response = await fetch("/jobs/" + id, { headers: { Accept: "application/json" } });
           if (response.ok) {
             const job = await response.json();
-            show(id, job.status, job);
+            changed = show(id, job.status, job) || changed;
           } else if (response.status === 404) {
-            show(id, "gone", null);
+            changed = show(id, "gone", null) || changed;
           }
         } catch (error) {
           // Offline for a moment: try again on the next round.
         }
       }
     }
-    window.setTimeout(poll, PERIOD_MS);
+    period = changed ? FIRST_MS : Math.min(period * 1.5, SLOWEST_MS);
+    window.setTimeout(poll, period);
   }
 
-  document.addEventListener("DOMContentLoaded", function () { window.setTimeout(poll, PERIOD_MS); });
+  document.addEventListener("DOMContentLoaded", function () { window.setTimeout(poll, FIRST_MS); });
 })();
