@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect, sync_playwright
 
 from app.queue import Queue
 from app.storage import LocalStore
@@ -23,9 +24,6 @@ from app.storage import LocalStore
 from .conftest import REPO_ROOT
 from .images import encode
 from .live_api import LiveApi, live_api
-
-pw = pytest.importorskip("playwright.sync_api")
-expect = pw.expect
 
 ARTIFACTS = Path(os.environ.get("SPOTSHIFT_TEST_ARTIFACTS", REPO_ROOT / "tests" / "artifacts")) / "browser"
 README_SHOTS = REPO_ROOT / "tools" / "screenshots"
@@ -55,7 +53,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
 def browser() -> Iterator[Any]:
     """Headless chromium (the system's; Playwright never downloads a browser here)."""
     executable = _chromium()
-    with pw.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield launched
         launched.close()
