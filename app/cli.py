@@ -67,12 +67,20 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Exit once no job is queued or in progress.")] = False,
 ) -> None:
     """Process queued jobs until SIGTERM/SIGINT or an eviction notice (or, with --burst, until the queue is empty)."""
+    import signal
+
+    # A stop can arrive while the SDKs and the job child start (seconds on a busy VM):
+    # note it now and drain once the worker exists, instead of dying with the default action.
+    early_signals: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early_signals.append(signal.Signals(signum).name))
+
     from app.workload_guard import no_infra_imports
 
     with no_infra_imports():
         from app.worker import run_worker
 
-        code = _configured(lambda settings: run_worker(settings, burst=burst))
+        code = _configured(lambda settings: run_worker(settings, burst=burst, early_signals=early_signals))
     raise typer.Exit(code)
 
 

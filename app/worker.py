@@ -20,7 +20,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from app.imaging import ImageError, configure, grayscale_png
@@ -298,9 +298,17 @@ class Worker:
                 self.failed += 1
 
 
-def run_worker(settings: Settings, *, burst: bool = False, process: Callable[[bytes], bytes] | None = None) -> int:
+def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    process: Callable[[bytes], bytes] | None = None,
+    early_signals: Sequence[str] = (),
+) -> int:
     """Run a worker process: build the store, watch signals and eviction notices; return the exit code.
 
+    ``early_signals`` names stop signals that arrived while the process started; the
+    worker then drains at once (exit 0) instead of claiming jobs.
     ``StorageConfigError`` from building or pinging the store propagates (a configuration error).
     """
     from app.eviction import build_watcher
@@ -320,6 +328,8 @@ def run_worker(settings: Settings, *, burst: bool = False, process: Callable[[by
             watcher.start()
         try:
             with worker.handle_signals():
+                for name in early_signals:
+                    worker.stop(f"received {name} while starting")
                 worker.run(until_empty=burst)
         except StorageLost as exc:
             log.error("%s", exc)

@@ -276,3 +276,17 @@ def test_a_permanently_unreadable_input_fails_its_job_and_the_queue_moves_on(tmp
     assert failed["status"] == "failed" and failed["attempts"] == settings.MAX_ATTEMPTS
     assert "BlobArchived" in failed["error"]
     assert queue.get(fine["id"])["status"] == "done"
+
+
+def test_a_stop_signal_received_while_starting_drains_without_claiming(
+    local_store: LocalStore, settings: Settings
+) -> None:
+    from app.worker import run_worker
+
+    queue = Queue.from_settings(local_store, settings)
+    job = queue.submit(png_bytes((8, 8)), "in.png", "image/png")
+
+    code = run_worker(settings, early_signals=["SIGTERM"])  # not burst: only the stop can end it
+
+    assert code == 0, "a SIGTERM during start-up is a drain (exit 0), not a death by signal"
+    assert queue.get(job["id"])["status"] == "queued", "the draining worker claimed nothing"
