@@ -394,6 +394,7 @@ class ObjectMigration(pulumi.ComponentResource):
     objects_copied: pulumi.Output[int]
     bytes_copied: pulumi.Output[int]
     objects_skipped: pulumi.Output[int]
+    bytes_skipped: pulumi.Output[int]
     objects_failed: pulumi.Output[int]
     verified: pulumi.Output[bool]
     manifest_digest: pulumi.Output[str]
@@ -444,6 +445,7 @@ class ObjectMigration(pulumi.ComponentResource):
         self.objects_copied = run.objects_copied
         self.bytes_copied = run.bytes_copied
         self.objects_skipped = run.objects_skipped
+        self.bytes_skipped = run.bytes_skipped
         self.objects_failed = run.objects_failed
         self.verified = run.verified
         self.manifest_digest = run.manifest_digest
@@ -453,6 +455,7 @@ class ObjectMigration(pulumi.ComponentResource):
                 "objects_copied": self.objects_copied,
                 "bytes_copied": self.bytes_copied,
                 "objects_skipped": self.objects_skipped,
+                "bytes_skipped": self.bytes_skipped,
                 "objects_failed": self.objects_failed,
                 "verified": self.verified,
                 "manifest_digest": self.manifest_digest,

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "migrationStage": "provision",
     "sourceStack": "",
     "syncRound": 0,
+    "migrationDeadlineMinutes": 240,
+    "migrationRecord": "",
     "grantDeployerDataAccess": True,
     "deployerPrincipalType": "User",
 }

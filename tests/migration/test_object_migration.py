@@ -91,8 +91,9 @@ def test_the_component_registers_its_outputs(mocks):
     deploy()
 
     (outputs,) = [outs for urn, outs in mocks.component_outputs.items() if urn.endswith(f"{COMPONENT}::move")]
-    assert set(outputs) == {"objects_copied", "bytes_copied", "objects_skipped", "objects_failed", "verified",
-                            "manifest_digest"}
+    # The mocks' round returns no completed_at (a real round does), and an unknown output is not registered.
+    assert set(outputs) - {"completed_at"} == {"objects_copied", "bytes_copied", "objects_skipped", "bytes_skipped",
+                                               "objects_failed", "verified", "manifest_digest"}
 
 
 def capture_copy_resource(into: list):
