@@ -78,9 +78,9 @@ class ProgressView:
 
     def line(self, now: float | None = None) -> str:
         """``copy: 120/400 objects, 1.2 GiB/4.0 GiB, 35.0 MiB/s, about 1m20s left``."""
-        if self.phase == "listing":
-            return "listing source and target"
         elapsed = max((now or time.monotonic()) - self.phase_started, 1e-6)
+        if self.phase == "listing":
+            return f"listing source and target ({human_seconds(elapsed)})"
         rate = self.bytes_done / elapsed
         text = (f"{self.phase}: {self.objects_done:,}/{self.objects_total:,} objects, "
                 f"{human_bytes(self.bytes_done)}/{human_bytes(self.bytes_total)}, {human_bytes(rate)}/s")
@@ -161,6 +161,7 @@ def run(props: Mapping[str, Any], *, deadline_seconds: float, interval_seconds: 
     deadline = started + deadline_seconds
     next_status = started + interval_seconds
     next_note = started + 12 * interval_seconds
+    on_status(view)
     try:
         while True:
             now = time.monotonic()

@@ -174,7 +174,7 @@ def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
     where = _where(props)
     log = EngineLog.for_process(str(props.get("resource_urn") or ""))
     try:
-        log.info(f"copy round {props.get('sync_round')}{' (strict)' if strict else ''}: {where}; "
+        log.info(f"copy round {int(props.get('sync_round') or 0)}{' (strict)' if strict else ''}: {where}; "
                  f"deadline {provider_round.human_seconds(deadline)}")
         try:
             raw = provider_round.run(
@@ -189,9 +189,9 @@ def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
         except provider_round.RoundFailed as failed:
             raise MigrationError(f"copy {where} failed: {failed}") from None
         results = _outputs(raw["sync"], raw["digest"], strict, props)
-        log.info(f"copy round done: {results['objects_copied']:,} copied "
-                 f"({provider_round.human_bytes(results['bytes_copied'])}), {results['objects_skipped']:,} "
-                 f"unchanged, {results['objects_failed']:,} failed, verified={results['verified']}")
+        log.info(f"copy round done: {int(results['objects_copied']):,} copied "
+                 f"({provider_round.human_bytes(results['bytes_copied'])}), {int(results['objects_skipped']):,} "
+                 f"unchanged, {int(results['objects_failed']):,} failed, verified={results['verified']}")
         return results
     finally:
         log.close()
@@ -300,6 +300,12 @@ def provider_update(olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynami
     new inputs (e.g. a rotated credential) are stored with the last round's results, copying nothing."""
     olds, news = _plain(olds), _plain(news)
     if not _round_changes(olds, news):
+        from migration.engine_log import EngineLog
+
+        log = EngineLog.for_process(str(news.get("resource_urn") or ""))
+        log.info(f"stored the changed inputs ({', '.join(sorted(_stored_changes(olds, news)))}); "
+                 "no copy round (bump spotshift:syncRound for one)")
+        log.close()
         return pulumi.dynamic.UpdateResult(outs={**news, **{key: olds.get(key) for key in RESULT_OUTPUTS}})
     return pulumi.dynamic.UpdateResult(outs={**news, **_guarded_round(news)})
 
