@@ -268,3 +268,15 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
     assert any(m.startswith("stored the changed inputs (azure_connection_string); no copy round") for m in messages)
     assert account_key not in text and account_key not in (tmp_path / "provider.stderr").read_text()
     assert not any(account_key in m for m in messages), "no credential in a log line"
+
+
+def test_the_launcher_refuses_a_main_directory_without_the_venv(tmp_path):
+    """The failure the stacks/.venv symlink prevents (pulumi/pulumi#7907): the launcher resolves against $PWD."""
+    main = tmp_path / "stacks"
+    main.mkdir()
+
+    launched = subprocess.run(["/bin/sh", str(LAUNCHER), "127.0.0.1:1"], cwd=main, capture_output=True, text=True,
+                              env={"PATH": os.environ["PATH"], "PULUMI_RUNTIME_VIRTUALENV": ".venv"}, timeout=30)
+
+    assert launched.returncode == 1
+    assert f'is set to "{main}/.venv", but "{main}/.venv" doesn\'t exist' in launched.stderr
