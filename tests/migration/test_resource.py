@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import time
 from pathlib import Path
 
 import dill
@@ -315,3 +316,26 @@ def test_a_round_that_reaches_its_deadline_stops_reports_and_the_next_round_resu
 
     assert resumed.outs["objects_copied"] == 3 and resumed.outs["objects_skipped"] == 2, resumed.outs
     assert resumed.outs["verified"] is True
+
+
+def test_the_copy_process_ends_when_the_provider_process_goes_away(fake_gcs, gcs_bucket, azurite, azure_container,
+                                                                  monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    props = props_for(fake_gcs, gcs_bucket, azurite, azure_container)
+    with StallingProxy(fake_gcs.url, lambda method, path: True) as proxy:  # the listing never answers
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        child = subprocess.Popen([sys.executable, "-m", "migration.provider_round"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        child.stdin.write(json.dumps(props) + "\n")
+        child.stdin.flush()
+        while not proxy.stalled and child.poll() is None:  # wait until it is stuck in the listing
+            time.sleep(0.05)
+        assert proxy.stalled, "the copy process reached the source"
+
+        child.stdin.close()  # what the provider process's exit does to the pipe
+        code = child.wait(timeout=60)
+
+    assert code == 4, "the orphaned copy process exits instead of copying on"
