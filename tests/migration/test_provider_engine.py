@@ -36,6 +36,7 @@ from migration.resource import DEFAULT_EXCLUDE
 from stacks import azure_target
 from tests.infra import pulumi_mocks
 from tests.migration.conftest import REPO_ROOT
+from tests.migration.stalling_proxy import StallingProxy
 
 LAUNCHER = Path(__file__).parent / "fixtures" / "pulumi-resource-pulumi-python"
 DYNAMIC = "pulumi-python:dynamic/spotshift:MigrationRun"
@@ -153,6 +154,10 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
         "target_account_url": None, "azure_connection_string": secret(azurite.connection_string),
         "exclude": list(DEFAULT_EXCLUDE), "workers": 4, "progress_interval": 0.2,
     }
+    # The provider reaches fake-gcs-server through a proxy that can make one download hang.
+    stall = {"key": ""}
+    proxy = StallingProxy(gcs.url, lambda method, path: bool(stall["key"]) and method == "GET"
+                          and "/download/" in path and stall["key"] in path).__enter__()
     engine = FakeEngine()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     engine_pb2_grpc.add_EngineServicer_to_server(engine, server)
@@ -163,7 +168,8 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
              f"PULUMI_RUNTIME_VIRTUALENV=.venv, no PYTHONPATH)")
     log.note(f"__provider from the program: {provider_string[:60]}... ({len(provider_string)} chars)")
     log.note(f"resource urn: {urn}")
-    process, port = start_provider(f"127.0.0.1:{engine_port}", {**gcs.env}, tmp_path / "provider.stderr")
+    process, port = start_provider(f"127.0.0.1:{engine_port}", {**gcs.env, "STORAGE_EMULATOR_HOST": proxy.url},
+                                   tmp_path / "provider.stderr")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = provider_pb2_grpc.ResourceProviderStub(channel)
     try:
@@ -232,6 +238,25 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
         log.call("Read (emulators up)", id=read.id, manifest_digest=read_outs["manifest_digest"][:16] + "...")
         assert read_outs["manifest_digest"] == round2["manifest_digest"]
 
+        # A stalled source: the round stops at its deadline, the Create fails saying what to do, the next resumes.
+        azurite.create_container("engine-stall")
+        stalled_inputs = {**inputs, "target_container": "engine-stall", "workers": 1, "deadline_seconds": 3}
+        stall["key"] = "uploads%2F0035.bin"  # one worker, largest first: 0039..0036 are copied before it
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Create(provider_pb2.CreateRequest(urn=urn, properties=struct(stalled_inputs), timeout=3600))
+        stall["key"] = ""
+        error = failed.value.details().strip().splitlines()[-1]
+        log.call("Create (source stalls, deadline 3 s)", code=failed.value.code().name, error=error)
+        in_source = len(OBJECTS) + 1  # with jobs/0002.json, written during the rotation step
+        assert "stopped at its deadline" in error and f"4 of {in_source} planned objects" in error, error
+        assert "Run `pulumi up` again" in error
+        resumed = stub.Create(provider_pb2.CreateRequest(urn=urn, properties=struct(
+            {**stalled_inputs, "deadline_seconds": 600}), timeout=3600))
+        resumed_outs = rpc.deserialize_properties(resumed.properties)
+        log.call("Create again (source answers)", objects_copied=resumed_outs["objects_copied"],
+                 objects_skipped=resumed_outs["objects_skipped"], verified=resumed_outs["verified"])
+        assert resumed_outs["objects_copied"] == in_source - 4 and resumed_outs["objects_skipped"] == 4
+
         stub.Delete(provider_pb2.DeleteRequest(id=created.id, urn=urn, properties=updated3.properties))
         kept = sorted(info.key for info in target.list())
         target.close()
@@ -250,6 +275,7 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
         process.terminate()
         process.wait(timeout=10)
         server.stop(0)
+        proxy.__exit__(None, None, None)
 
     log.note("engine Log calls received (severity, ephemeral, urn matches, message):")
     for entry in engine.logs:
@@ -265,6 +291,7 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
     assert any(entry.ephemeral for entry in engine.logs), "status lines for the progress display"
     assert any(m.startswith("copy: ") and f"/{len(OBJECTS)} objects" in m and "/s" in m for m in messages), messages
     assert any(m.startswith("copy round done: 1 copied") for m in messages), messages
+    assert any("stopped at its deadline" in m and "Run `pulumi up` again" in m for m in messages), messages
     assert any(m.startswith("stored the changed inputs (azure_connection_string); no copy round") for m in messages)
     assert account_key not in text and account_key not in (tmp_path / "provider.stderr").read_text()
     assert not any(account_key in m for m in messages), "no credential in a log line"
