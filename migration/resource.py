@@ -326,6 +326,8 @@ def _guarded_round(props: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:
         from migration.provider_round import redact
 
+        # `from None`: the dynamic host sends the whole traceback to the engine, and a chained
+        # original error could quote a credential.
         raise MigrationError(redact(f"copy {_where(props)} failed: {err}", _secrets(props))) from None
 
 

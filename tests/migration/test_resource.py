@@ -339,3 +339,17 @@ def test_the_copy_process_ends_when_the_provider_process_goes_away(fake_gcs, gcs
         code = child.wait(timeout=60)
 
     assert code == 4, "the orphaned copy process exits instead of copying on"
+
+
+def test_a_new_deadline_is_stored_without_a_copy_round(fake_gcs, gcs_bucket, azurite, azure_container):
+    olds = {**props_for(fake_gcs, gcs_bucket, azurite, azure_container, deadline_seconds=3600),
+            "objects_copied": 7, "manifest_digest": "d7", "verified": True}
+    news = props_for(fake_gcs, gcs_bucket, azurite, azure_container, deadline_seconds=7200)
+    provider = MigrationProvider()
+
+    diff = provider.diff("migration-x", olds, news)
+    updated = provider.update("migration-x", olds, news)
+
+    assert diff.changes is True
+    assert updated.outs["deadline_seconds"] == 7200
+    assert updated.outs["objects_copied"] == 7 and updated.outs["manifest_digest"] == "d7"
