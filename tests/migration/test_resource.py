@@ -353,3 +353,43 @@ def test_a_new_deadline_is_stored_without_a_copy_round(fake_gcs, gcs_bucket, azu
     assert diff.changes is True
     assert updated.outs["deadline_seconds"] == 7200
     assert updated.outs["objects_copied"] == 7 and updated.outs["manifest_digest"] == "d7"
+
+
+def sas_url(azurite, minutes: int) -> str:
+    """The Azurite account URL with a fresh account SAS (a real credential the emulator checks)."""
+    import datetime
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    from app.storage.emulators import AZURITE_ACCOUNT, AZURITE_KEY
+
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=minutes)
+    token = generate_account_sas(AZURITE_ACCOUNT, AZURITE_KEY, ResourceTypes(service=True, container=True, object=True),
+                                 AccountSasPermissions(read=True, write=True, list=True, create=True, add=True),
+                                 expiry=expiry)
+    return f"{azurite.blob_endpoint}?{token}"
+
+
+def test_a_new_sas_for_the_same_account_updates_the_stored_url_and_stays_out_of_plain_outputs(
+        seeded_source, fake_gcs, gcs_bucket, azurite, azure_container, azure_store):
+    first_url, second_url = sas_url(azurite, 60), sas_url(azurite, 120)
+    provider = MigrationProvider()
+    created = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=None,
+                                        target_account_url=first_url))
+    seeded_source.put("jobs/0010.json", b"{}", content_type="application/json")  # a round would copy this
+    news = props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=None,
+                     target_account_url=second_url)
+
+    diff = provider.diff(created.id, created.outs, news)
+    updated = provider.update(created.id, created.outs, news)
+
+    assert created.outs["objects_copied"] == len(OBJECTS), "the SAS works against Azurite"
+    assert diff.changes is True and not diff.replaces
+    assert updated.outs["target_account_url"] == second_url
+    assert not azure_store.exists("jobs/0010.json"), "no copy round for a new SAS"
+    signature = second_url.split("sig=", 1)[1].split("&", 1)[0]
+    for outs in (created.outs, updated.outs):
+        plain = {key: value for key, value in outs.items()
+                 if key not in ("target_account_url", "azure_connection_string")}
+        assert "sig=" not in repr(plain) and signature not in repr(plain), "a SAS only under its secret key"
+    assert "sig" not in created.id
