@@ -7,10 +7,17 @@ the call. Credentials come from the operator's environment (Application
 Default Credentials for GCS, ``DefaultAzureCredential`` for the account URL)
 or from inputs passed as Pulumi secrets, which stay secret in the state.
 ``delete`` never deletes migrated data: destroying the resource only forgets it.
+
+The provider class itself lives in ``migration.provider`` (a stable name, see
+there); ``MigrationProvider`` is re-exported here because stacks created by
+0.1.0 pickled it as ``migration.resource.MigrationProvider``. A round runs in
+a child process (``migration.provider_round``) under the resource's deadline,
+and reports progress to ``pulumi up`` through the engine (``migration.engine_log``).
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +25,9 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic
+
+# 0.1.0 stacks pickled this name: it must keep resolving (migration/provider.py says why).
+from migration.provider import MigrationProvider
 
 #: Keys under which the runner can receive credentials; kept secret in state.
 SECRET_INPUTS = ("azure_connection_string", "gcs_credentials_json")
@@ -53,7 +63,19 @@ RESULT_OUTPUTS = (
     "manifest_digest",
     "source_url",
     "target_url",
+    "completed_at",
 )
+
+#: Default of ``deadline_seconds``: a round stops cleanly after this long (``pulumi up`` again resumes).
+DEFAULT_DEADLINE_SECONDS = 4 * 3600
+#: Default of ``progress_interval``: seconds between status lines in ``pulumi up``.
+DEFAULT_PROGRESS_SECONDS = 5.0
+#: Extra minutes the engine's custom timeouts give beyond the provider's own deadline.
+TIMEOUT_MARGIN_MINUTES = 10
+#: The dynamic resource's type token (its URN names it).
+RUN_TYPE = "pulumi-python:dynamic/spotshift:MigrationRun"
+#: The component's type token.
+COMPONENT_TYPE = "spotshift:migration:ObjectMigration"
 
 
 class MigrationError(Exception):
@@ -125,26 +147,80 @@ def _digest(target: Any, selection: Mapping[str, Any]) -> str:
                                   exclude=selection["exclude"])
 
 
+def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs with any secret wrapper removed (an engine that sends secrets marked, or one that does not)."""
+    from pulumi.runtime import rpc
+
+    return {key: rpc.unwrap_rpc_secret(value) for key, value in props.items()}
+
+
+def _secrets(props: Mapping[str, Any]) -> list[str]:
+    """Every credential among the inputs (to keep out of messages)."""
+    values = [str(props.get(key) or "") for key in SECRET_INPUTS]
+    url = str(props.get("target_account_url") or "")
+    if "?" in url:
+        values.append(url.split("?", 1)[1])
+    return [value for value in values if value]
+
+
 def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
-    """One copy round: plan, copy, verify (re-reading every target byte when strict), digest."""
-    from migration import copier
+    """One copy round (plan, copy, verify, digest) in a child process, under the deadline, with progress."""
+    from migration import provider_round
+    from migration.engine_log import EngineLog
 
     strict = bool(props.get("strict"))
-    selection = _selection(props)
-    source = _source_store(props)
-    target = _target_store(props)
+    deadline = float(props.get("deadline_seconds") or DEFAULT_DEADLINE_SECONDS)
+    interval = float(props.get("progress_interval") or DEFAULT_PROGRESS_SECONDS)
+    where = _where(props)
+    log = EngineLog.for_process(str(props.get("resource_urn") or ""))
     try:
-        # sync verifies what it copied and, strict, re-lists and re-reads the whole
-        # target: a separate verify would list and read everything once more.
-        report = copier.sync(source, target, strict=strict,
-                             workers=int(props.get("workers") or copier.DEFAULT_WORKERS), **selection)
+        log.info(f"copy round {int(props.get('sync_round') or 0)}{' (strict)' if strict else ''}: {where}; "
+                 f"deadline {provider_round.human_seconds(deadline)}")
+        try:
+            raw = provider_round.run(
+                props, deadline_seconds=deadline, interval_seconds=interval,
+                on_status=lambda view: log.status(view.line()), on_note=lambda view: log.info(view.line()),
+                secrets=_secrets(props),
+            )
+        except provider_round.RoundStopped as stopped:
+            message = _stopped_message(where, stopped)
+            log.info(message)
+            raise MigrationError(message) from None
+        except provider_round.RoundFailed as failed:
+            raise MigrationError(f"copy {where} failed: {failed}") from None
+        results = _outputs(raw["sync"], raw["digest"], strict, props)
         if props.get("freeze_marker"):
-            _refuse_late_writes(source, str(props["freeze_marker"]), selection["source_prefix"], props)
-        digest = _digest(target, selection)
+            source = _source_store(props)
+            try:
+                _refuse_late_writes(source, str(props["freeze_marker"]), _selection(props)["source_prefix"], props)
+            finally:
+                source.close()
+        log.info(f"copy round done: {int(results['objects_copied']):,} copied "
+                 f"({provider_round.human_bytes(results['bytes_copied'])}), {int(results['objects_skipped']):,} "
+                 f"unchanged, {int(results['objects_failed']):,} failed, verified={results['verified']}")
+        return results
     finally:
-        source.close()
-        target.close()
-    return _outputs(report.to_dict(), digest, strict, props)
+        log.close()
+
+
+def _stopped_message(where: str, stopped: Any) -> str:
+    view = stopped.view
+    if view.phase == "listing":
+        done = "before the listings finished; nothing was copied"
+    else:
+        done = (f"{view.copied_objects:,} of {view.copy_objects_total:,} planned objects "
+                f"({_human(view.copied_bytes)} of {_human(view.copy_bytes_total)}) were finished")
+        if view.phase != "copy":
+            done += f" and the {view.phase} phase was under way"
+    return (f"copy round {where} {stopped}: {done}. Every object written is complete and stays. "
+            "Run `pulumi up` again to continue: the next round copies only what is missing "
+            "(spotshift:migrationDeadlineMinutes sets the deadline)")
+
+
+def _human(nbytes: int) -> str:
+    from migration.provider_round import human_bytes
+
+    return human_bytes(nbytes)
 
 
 def _refuse_late_writes(source: Any, marker_key: str, prefix: str, props: Mapping[str, Any]) -> None:
@@ -183,27 +259,7 @@ def _outputs(sync: dict, digest: str, strict: bool, props: Mapping[str, Any]) ->
         "manifest_digest": digest,
         "source_url": sync.get("source"),
         "target_url": sync.get("target"),
-    }
-
-
-def read_state(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Verify from listings and digest the target without copying anything."""
-    from migration import copier
-
-    selection = _selection(props)
-    source = _source_store(props)
-    target = _target_store(props)
-    try:
-        check = copier.verify(source, target, workers=int(props.get("workers") or copier.DEFAULT_WORKERS),
-                              **selection).to_dict()
-        digest = _digest(target, selection)
-    finally:
-        source.close()
-        target.close()
-    return {
-        "verified": bool(check.get("verified")),
-        "manifest_digest": digest,
-        "failures": [f"{m['key']}: {m['reason']}" for m in check.get("mismatches", [])][:100],
+        "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -221,49 +277,74 @@ def _prefix(value: Any) -> str:
     return text + "/" if text else ""
 
 
-class MigrationProvider(pulumi.dynamic.ResourceProvider):
-    """Runs a copy round on create/update; never deletes data; reads without copying."""
+def _round_changes(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """The inputs whose change means a new copy round (locations, filters, strictness, ``sync_round``)."""
+    changed = [key for key in ROUND_INPUTS if _norm(key, olds.get(key)) != _norm(key, news.get(key))]
+    # A connection string is secret, but which account it names is not: a new account is a new round.
+    if _target_account(olds) != _target_account(news):
+        changed.append("target account")
+    return changed
 
-    serialize_as_secret_always = False
 
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        """First round: copy everything, verify, digest."""
-        try:
-            results = run_round(props)
-        except MigrationError:
-            raise
-        except Exception as err:
-            raise MigrationError(f"copy {_where(props)} failed: {err}") from err
-        return pulumi.dynamic.CreateResult(id_=_resource_id(props), outs={**props, **results})
+def _stored_changes(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """Other inputs that changed (a rotated credential or SAS, the deadline, ...): stored, no copy."""
+    # The account URL's SAS is such a credential; the other round inputs are compared as locations.
+    keys = [key for key in news if key not in RESULT_OUTPUTS
+            and (key not in ROUND_INPUTS or key == "target_account_url")]
+    return [key for key in keys if _unset_as_blank(olds.get(key)) != _unset_as_blank(news.get(key))]
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        """A new round when the locations, filters, strictness or ``sync_round`` change."""
-        changed = [key for key in ROUND_INPUTS if _norm(key, olds.get(key)) != _norm(key, news.get(key))]
-        # A connection string is secret, but which account it names is not: a new account is a new round.
-        if _target_account(olds) != _target_account(news):
-            changed.append("target account")
-        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        """Another round: copies only what is new or changed."""
-        try:
-            results = run_round(news)
-        except MigrationError:
-            raise
-        except Exception as err:
-            raise MigrationError(f"copy {_where(news)} failed: {err}") from err
-        return pulumi.dynamic.UpdateResult(outs={**news, **results})
+def _unset_as_blank(value: Any) -> Any:
+    return "" if value is None else value
 
-    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        """Current state (verified, digest) from listings, copying nothing."""
-        try:
-            state = read_state(props)
-        except Exception as err:
-            raise MigrationError(f"reading {_where(props)} failed: {err}") from err
-        return pulumi.dynamic.ReadResult(id_=id_, outs={**props, **state})
 
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        """Forget the resource; migrated objects stay where they are."""
+def provider_create(props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+    """First round: copy everything, verify, digest."""
+    props = _plain(props)
+    return pulumi.dynamic.CreateResult(id_=_resource_id(props), outs={**props, **_guarded_round(props)})
+
+
+def provider_diff(olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+    """Changes when a round input or any stored input (a credential) changed; never a replacement."""
+    olds, news = _plain(olds), _plain(news)
+    changed = _round_changes(olds, news) or _stored_changes(olds, news)
+    return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+
+def provider_update(olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+    """Another round when a round input changed (copies only what is new or changed); otherwise the
+    new inputs (e.g. a rotated credential) are stored with the last round's results, copying nothing."""
+    olds, news = _plain(olds), _plain(news)
+    if not _round_changes(olds, news):
+        from migration.engine_log import EngineLog
+
+        log = EngineLog.for_process(str(news.get("resource_urn") or ""))
+        log.info(f"stored the changed inputs ({', '.join(sorted(_stored_changes(olds, news)))}); "
+                 "no copy round (bump spotshift:syncRound for one)")
+        log.close()
+        return pulumi.dynamic.UpdateResult(outs={**news, **{key: olds.get(key) for key in RESULT_OUTPUTS}})
+    return pulumi.dynamic.UpdateResult(outs={**news, **_guarded_round(news)})
+
+
+def provider_read(id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
+    """The last known state, as recorded by the last round: no listing, no cloud call, no other stack.
+
+    ``pulumi refresh`` runs this; a deliberate check of both sides is ``spotshift verify``.
+    """
+    return pulumi.dynamic.ReadResult(id_=id_, outs=dict(props))
+
+
+def _guarded_round(props: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return run_round(props)
+    except MigrationError:
+        raise
+    except Exception as err:
+        from migration.provider_round import redact
+
+        # `from None`: the dynamic host sends the whole traceback to the engine, and a chained
+        # original error could quote a credential.
+        raise MigrationError(redact(f"copy {_where(props)} failed: {err}", _secrets(props))) from None
 
 
 def _norm(key: str, value: Any) -> Any:
@@ -276,6 +357,15 @@ def _norm(key: str, value: Any) -> Any:
     if key == "strict":
         return bool(value)
     return value
+
+
+def _copy_urn(name: str, opts: pulumi.ResourceOptions | None) -> str:
+    """The copy resource's URN, from names alone (an Output of the component's URN would make the child
+    depend on its parent); "" under a parent other than the stack, whose type chain is not known here."""
+    if opts is not None and opts.parent is not None:
+        return ""
+    return (f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::"
+            f"{COMPONENT_TYPE}${RUN_TYPE}::{name}-copy")
 
 
 class _MigrationRun(pulumi.dynamic.Resource, module="spotshift", name="MigrationRun"):
@@ -318,6 +408,10 @@ class ObjectMigrationArgs:
     """Optional credential instead of Entra ID; stored as a secret."""
     gcs_credentials_json: pulumi.Input[str] | None = None
     """Optional service-account key JSON instead of ADC; stored as a secret."""
+    deadline_minutes: float = DEFAULT_DEADLINE_SECONDS / 60
+    """A round stops cleanly after this long and fails the update; ``pulumi up`` again resumes it."""
+    progress_seconds: float = DEFAULT_PROGRESS_SECONDS
+    """Seconds between progress lines in ``pulumi up``."""
 
 
 class ObjectMigration(pulumi.ComponentResource):
@@ -326,12 +420,14 @@ class ObjectMigration(pulumi.ComponentResource):
     objects_copied: pulumi.Output[int]
     bytes_copied: pulumi.Output[int]
     objects_skipped: pulumi.Output[int]
+    bytes_skipped: pulumi.Output[int]
     objects_failed: pulumi.Output[int]
     verified: pulumi.Output[bool]
     manifest_digest: pulumi.Output[str]
+    completed_at: pulumi.Output[str]
 
     def __init__(self, name: str, args: ObjectMigrationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("spotshift:migration:ObjectMigration", name, None, opts)
+        super().__init__(COMPONENT_TYPE, name, None, opts)
         props: dict[str, Any] = {
             "source_bucket": args.source_bucket,
             "source_prefix": args.source_prefix,
@@ -347,6 +443,11 @@ class ObjectMigration(pulumi.ComponentResource):
             "sync_round": args.sync_round,
             "strict": args.strict,
             "workers": args.workers,
+            # Neither is a round input: changing them updates the stored inputs without copying.
+            "deadline_seconds": float(args.deadline_minutes) * 60,
+            "progress_interval": float(args.progress_seconds),
+            # Progress messages name the copy resource, whose URN the dynamic host does not pass on.
+            "resource_urn": _copy_urn(name, opts),
         }
         if args.freeze_marker is not None:
             props["freeze_marker"] = args.freeze_marker
@@ -354,8 +455,11 @@ class ObjectMigration(pulumi.ComponentResource):
             value = getattr(args, key)
             if value is not None:
                 props[key] = pulumi.Output.secret(value)
-        # Children do not inherit the component's depends_on: the copy itself must wait for the
-        # role assignments that let it write, so hand them down.
+        # Children do not inherit the component's depends_on or custom_timeouts: the copy itself must
+        # wait for the role assignments that let it write, and its timeouts must outlast its deadline.
+        margin = f"{int(float(args.deadline_minutes)) + TIMEOUT_MARGIN_MINUTES}m"
+        timeouts = (opts.custom_timeouts if opts and opts.custom_timeouts
+                    else pulumi.CustomTimeouts(create=margin, update=margin))
         run = _MigrationRun(
             f"{name}-copy",
             props,
@@ -363,21 +467,26 @@ class ObjectMigration(pulumi.ComponentResource):
                 parent=self,
                 depends_on=(opts.depends_on if opts else None),
                 additional_secret_outputs=list(SECRET_INPUTS),
+                custom_timeouts=timeouts,
             ),
         )
         self.objects_copied = run.objects_copied
         self.bytes_copied = run.bytes_copied
         self.objects_skipped = run.objects_skipped
+        self.bytes_skipped = run.bytes_skipped
         self.objects_failed = run.objects_failed
         self.verified = run.verified
         self.manifest_digest = run.manifest_digest
+        self.completed_at = run.completed_at
         self.register_outputs(
             {
                 "objects_copied": self.objects_copied,
                 "bytes_copied": self.bytes_copied,
                 "objects_skipped": self.objects_skipped,
+                "bytes_skipped": self.bytes_skipped,
                 "objects_failed": self.objects_failed,
                 "verified": self.verified,
                 "manifest_digest": self.manifest_digest,
+                "completed_at": self.completed_at,
             }
         )

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "migrationStage": "provision",
     "sourceStack": "",
     "syncRound": 0,
+    "migrationDeadlineMinutes": 240,
+    "migrationRecord": "",
     "grantDeployerDataAccess": True,
     "deployerPrincipalType": "User",
 }

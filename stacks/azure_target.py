@@ -2,12 +2,15 @@
 
 ``spotshift:migrationStage`` stages the move: ``provision`` builds the Azure
 side only; ``sync`` and ``cutover`` add the object migration from the
-gcp-source stack's bucket (see "Migration stages" below).
+gcp-source stack's bucket; ``decommissioned`` removes the migration and the
+reference to the source stack again, keeping the record of what was migrated
+(see "Migration stages" below).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,12 @@ from stacks._config import (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Every value ``spotshift:migrationStage`` may take, in rollout order.
-MIGRATION_STAGES = ("provision", "sync", "cutover")
+MIGRATION_STAGES = ("provision", "sync", "cutover", "decommissioned")
+#: Stages that copy from the source stack (and so read it).
+COPY_STAGES = ("sync", "cutover")
+#: What ``migration_record`` holds, with each field's type.
+RECORD_FIELDS = {"source_stack": str, "source_bucket": str, "manifest_digest": str, "objects_migrated": int,
+                 "bytes_migrated": int, "completed_at": str, "sync_round": int}
 #: Kinds of principal that can run `pulumi up` (and receive blob data access).
 PRINCIPAL_TYPES = ("User", "ServicePrincipal", "Group")
 
@@ -72,6 +80,8 @@ class AzureTargetConfig:
     blob_soft_delete_days: int = 7
     noncurrent_version_days: int = 7
     protect_storage: bool = True
+    deadline_minutes: int = 240
+    migration_record: dict[str, Any] | None = None
 
 
 def load_config() -> AzureTargetConfig:
@@ -100,12 +110,14 @@ def load_config() -> AzureTargetConfig:
             f"spotshift:sourceStack must be a fully qualified stack name such as "
             f"my-org/spotshift/gcp-source (got {source_stack!r})"
         )
-    if stage != "provision" and source_stack is None:
+    if stage in COPY_STAGES and source_stack is None:
         raise ConfigError(
             f"spotshift:sourceStack is required when spotshift:migrationStage is {stage}: the migration reads "
             "the bucket from that stack; run `pulumi config set spotshift:sourceStack my-org/spotshift/gcp-source`"
         )
     sync_round = read_int("spotshift:syncRound", 0, 1_000_000)
+    deadline_minutes = read_int("spotshift:migrationDeadlineMinutes", 1, 7 * 24 * 60)
+    record = _read_record() if stage == "decommissioned" else None
 
     account_name = read_str("spotshift:storageAccountName")
     if account_name is not None and not _ACCOUNT_NAME.match(account_name):
@@ -150,7 +162,31 @@ def load_config() -> AzureTargetConfig:
         blob_soft_delete_days=read_int("spotshift:blobSoftDeleteDays", 1, 365),
         noncurrent_version_days=read_int("spotshift:noncurrentVersionDays", 1, 3650),
         protect_storage=read_bool("spotshift:protectStorage"),
+        deadline_minutes=deadline_minutes,
+        migration_record=record,
     )
+
+
+def _read_record() -> dict[str, Any]:
+    """``spotshift:migrationRecord``: the cutover's ``migration_record`` output, as JSON."""
+    how = ("after the cutover `pulumi up`, run `pulumi config set spotshift:migrationRecord "
+           "\"$(pulumi stack output migration_record --json)\"` on this stack")
+    text = read_str("spotshift:migrationRecord")
+    if text is None:
+        raise ConfigError(f"spotshift:migrationRecord is required when spotshift:migrationStage is "
+                          f"decommissioned (it keeps the record of what was migrated): {how}")
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise ConfigError(f"spotshift:migrationRecord must be the JSON object of migration_record: {how}")
+    wrong = [name for name, kind in RECORD_FIELDS.items()
+             if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)]
+    if wrong or record.get("verified") is not True:
+        raise ConfigError(f"spotshift:migrationRecord is not a verified cutover record (missing or wrong: "
+                          f"{', '.join(wrong) or 'verified'}): {how}")
+    return {name: record[name] for name in (*RECORD_FIELDS, "verified")}
 
 
 # --- Migration stages --------------------------------------------------------
@@ -187,6 +223,11 @@ def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> d
     """
     if config.migration_stage == "provision":
         return {}
+    if config.migration_stage == "decommissioned":
+        # No StackReference and no ObjectMigration: the source stack may be gone. Removing the
+        # migration resource runs its provider's delete, which leaves every blob where it is.
+        record = dict(config.migration_record or {})
+        return {"migration_record": record, "manifest_digest": record.get("manifest_digest")}
     assert config.source_stack is not None  # load_config requires it for these stages
     cutover = config.migration_stage == "cutover"
     source = pulumi.StackReference(config.source_stack)
@@ -210,6 +251,7 @@ def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> d
             freeze_marker=source.get_output("freeze_marker").apply(
                 lambda key: _freeze_marker_or_refuse(config.source_stack, key)
             ) if cutover else None,
+            deadline_minutes=config.deadline_minutes,
         ),
         pulumi.ResourceOptions(depends_on=list(target.data_access_grants)),
     )
@@ -227,6 +269,15 @@ def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> d
         # A strict round that did not verify fails the update, so a finished cutover is ready.
         outputs["cutover_ready"] = migration.verified.apply(lambda verified: verified is True)
         outputs["cutover_api_url"] = target.api_url
+        # What the decommissioned stage keeps (copied into spotshift:migrationRecord by the operator).
+        outputs["migration_record"] = pulumi.Output.all(
+            bucket, migration.manifest_digest, migration.objects_copied, migration.objects_skipped,
+            migration.bytes_copied, migration.bytes_skipped, migration.completed_at, migration.verified,
+        ).apply(lambda v: {
+            "source_stack": config.source_stack, "source_bucket": v[0], "manifest_digest": v[1],
+            "objects_migrated": int(v[2] or 0) + int(v[3] or 0), "bytes_migrated": int(v[4] or 0) + int(v[5] or 0),
+            "completed_at": v[6] or "", "sync_round": config.sync_round, "verified": v[7] is True,
+        })
     return outputs
 
 

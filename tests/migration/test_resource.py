@@ -8,6 +8,9 @@ Python SDK applies to the provider when it stores it in the state.
 from __future__ import annotations
 
 import base64
+import socket
+import time
+from pathlib import Path
 
 import dill
 import pytest
@@ -17,6 +20,9 @@ from pulumi.dynamic.dynamic import serialize_provider
 from app.storage.emulators import silently_alter_blob
 from migration import copier
 from migration.resource import DEFAULT_EXCLUDE, MigrationError, MigrationProvider
+from tests.migration.stalling_proxy import StallingProxy
+
+FIXTURE = Path(__file__).parent / "fixtures" / "provider-89e56b5.txt"
 
 OBJECTS = {
     "jobs/0001.json": b'{"status": "done"}',
@@ -143,12 +149,44 @@ def test_diff_sees_a_connection_string_for_another_account(fake_gcs, gcs_bucket,
     olds = props_for(fake_gcs, gcs_bucket, azurite, azure_container,
                      azure_connection_string="AccountName=staging;AccountKey=a2V5;EndpointSuffix=core.windows.net")
     news = {**olds, "azure_connection_string": "AccountName=prod;AccountKey=a2V5;EndpointSuffix=core.windows.net"}
-    rotated = {**olds, "azure_connection_string": "AccountName=staging;AccountKey=bmV3;EndpointSuffix=core.windows.net"}
 
+    assert MigrationProvider().diff("migration-x", olds, news).changes is True
+
+
+def test_a_rotated_connection_string_is_stored_without_a_copy_round(seeded_source, fake_gcs, gcs_bucket, azurite,
+                                                                    azure_container, azure_store):
+    provider = MigrationProvider()
+    created = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container))
+    seeded_source.put("jobs/0009.json", b"{}", content_type="application/json")  # would be copied by a round
+    # Same account, new credential (Azurite accepts the same key under another spelling of the string).
+    rotated_string = azurite.connection_string.replace("DefaultEndpointsProtocol=http;", "") + ";"
+    news = props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=rotated_string)
+
+    diff = provider.diff(created.id, created.outs, news)
+    updated = provider.update(created.id, created.outs, news)
+
+    assert diff.changes is True and not diff.replaces
+    assert updated.outs["azure_connection_string"] == rotated_string, "the new credential is what state keeps"
+    assert updated.outs["objects_copied"] == created.outs["objects_copied"], "results of the last round are kept"
+    assert updated.outs["manifest_digest"] == created.outs["manifest_digest"]
+    assert not azure_store.exists("jobs/0009.json"), "a credential change must not run a copy round"
+
+
+def test_a_new_sas_for_the_same_account_is_a_stored_change_not_a_round(fake_gcs, gcs_bucket, azurite,
+                                                                       azure_container):
+    olds = {**props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=None),
+            "target_account_url": "https://acct.blob.core.windows.net?sv=2024&sig=old", "objects_copied": 3,
+            "manifest_digest": "d1", "verified": True}
+    news = {**props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=None),
+            "target_account_url": "https://acct.blob.core.windows.net?sv=2024&sig=new"}
     provider = MigrationProvider()
 
-    assert provider.diff("migration-x", olds, news).changes is True
-    assert provider.diff("migration-x", olds, rotated).changes is False, "a rotated key is not a new round"
+    diff = provider.diff("migration-x", olds, news)
+    updated = provider.update("migration-x", olds, news)  # acct.blob.core.windows.net is never contacted
+
+    assert diff.changes is True and not diff.replaces
+    assert updated.outs["target_account_url"].endswith("sig=new")
+    assert updated.outs["objects_copied"] == 3 and updated.outs["manifest_digest"] == "d1"
 
 
 @pytest.mark.parametrize(("key", "old", "new"), [("target_prefix", "dst", "dst/"), ("source_prefix", "", None),
@@ -201,18 +239,46 @@ def test_delete_forgets_the_resource_and_leaves_the_data(seeded_source, fake_gcs
     assert sorted(i.key for i in azure_store.list()) == sorted(OBJECTS)
 
 
-def test_read_reports_state_without_copying(seeded_source, fake_gcs, gcs_bucket, azurite, azure_container,
-                                            azure_store):
+def test_read_returns_the_recorded_state_without_touching_either_cloud(seeded_source, fake_gcs, gcs_bucket,
+                                                                        azurite, azure_container):
     provider = MigrationProvider()
     created = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container))
-    seeded_source.put("jobs/0003.json", b"{}", content_type="application/json")
+    # Both sides "stopped": nothing listens on these ports any more.
+    gone = {**created.outs, "source_bucket": "gone-bucket",
+            "azure_connection_string": azurite.connection_string.replace(str(azurite.port), str(closed_port()))}
 
-    read = provider.read(created.id, created.outs)
+    read = provider.read(created.id, gone)
 
-    assert read.outs["verified"] is False
-    assert any("jobs/0003.json" in f for f in read.outs["failures"])
-    assert not azure_store.exists("jobs/0003.json"), "read must not copy"
-    assert read.outs["manifest_digest"] == created.outs["manifest_digest"]
+    assert read.id == created.id
+    assert read.outs == gone, "refresh keeps the last known state as recorded"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_provider_string_recorded_from_release_0_1_0_still_unpickles_and_deletes(
+        seeded_source, fake_gcs, gcs_bucket, azurite, azure_container, azure_store):
+    from migration.provider import MigrationProvider as Stable
+
+    recorded = [line for line in FIXTURE.read_text().splitlines() if line and not line.startswith("#")][0]
+    created = MigrationProvider().create(props_for(fake_gcs, gcs_bucket, azurite, azure_container))
+
+    provider = dill.loads(base64.b64decode(recorded))
+    provider.delete(created.id, created.outs)
+
+    assert type(provider) is Stable
+    assert sorted(i.key for i in azure_store.list()) == sorted(OBJECTS), "delete leaves every blob"
+
+
+def test_new_stacks_pickle_the_provider_under_its_stable_name():
+    pickled = base64.b64decode(serialize_provider(MigrationProvider()))
+
+    assert b"migration.provider" in pickled and b"MigrationProvider" in pickled
+    assert b"migration.resource" not in pickled
 
 
 def test_missing_source_bucket_fails_with_a_message_naming_both_sides(fake_gcs, azurite, azure_container):
@@ -223,3 +289,107 @@ def test_missing_source_bucket_fails_with_a_message_naming_both_sides(fake_gcs, 
 
     assert "gs://no-such-bucket" in str(failure.value)
     assert f"az://{azure_container}" in str(failure.value)
+    key = [part for part in azurite.connection_string.split(";") if part.startswith("AccountKey=")][0]
+    assert key.split("=", 1)[1] not in str(failure.value), "no credential in an error message"
+
+
+def test_a_round_that_reaches_its_deadline_stops_reports_and_the_next_round_resumes(
+        seeded_source, fake_gcs, gcs_bucket, azurite, azure_container, azure_store, monkeypatch):
+    stalls = lambda method, path: method == "GET" and "/download/" in path and "jobs%2F0001.json" in path  # noqa: E731
+    props = props_for(fake_gcs, gcs_bucket, azurite, azure_container, workers=1, deadline_seconds=3)
+    provider = MigrationProvider()
+
+    with StallingProxy(fake_gcs.url, stalls) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        with pytest.raises(MigrationError) as failure:
+            provider.create(props)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.url)
+
+    message = str(failure.value)
+    assert proxy.stalled, "the source stalled on the object's download"
+    # One worker copies largest first: results/0001.png and uploads/... before the stalled jobs/0001.json.
+    assert "2 of 5 planned objects" in message, message
+    assert "Run `pulumi up` again" in message and "deadline" in message
+    assert sorted(i.key for i in azure_store.list()) == ["results/0001.png", "uploads/0001/cat photo.png"]
+
+    resumed = provider.create({**props, "deadline_seconds": 120})
+
+    assert resumed.outs["objects_copied"] == 3 and resumed.outs["objects_skipped"] == 2, resumed.outs
+    assert resumed.outs["verified"] is True
+
+
+def test_the_copy_process_ends_when_the_provider_process_goes_away(fake_gcs, gcs_bucket, azurite, azure_container,
+                                                                  monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    props = props_for(fake_gcs, gcs_bucket, azurite, azure_container)
+    with StallingProxy(fake_gcs.url, lambda method, path: True) as proxy:  # the listing never answers
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        child = subprocess.Popen([sys.executable, "-m", "migration.provider_round"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        child.stdin.write(json.dumps(props) + "\n")
+        child.stdin.flush()
+        while not proxy.stalled and child.poll() is None:  # wait until it is stuck in the listing
+            time.sleep(0.05)
+        assert proxy.stalled, "the copy process reached the source"
+
+        child.stdin.close()  # what the provider process's exit does to the pipe
+        code = child.wait(timeout=60)
+
+    assert code == 4, "the orphaned copy process exits instead of copying on"
+
+
+def test_a_new_deadline_is_stored_without_a_copy_round(fake_gcs, gcs_bucket, azurite, azure_container):
+    olds = {**props_for(fake_gcs, gcs_bucket, azurite, azure_container, deadline_seconds=3600),
+            "objects_copied": 7, "manifest_digest": "d7", "verified": True}
+    news = props_for(fake_gcs, gcs_bucket, azurite, azure_container, deadline_seconds=7200)
+    provider = MigrationProvider()
+
+    diff = provider.diff("migration-x", olds, news)
+    updated = provider.update("migration-x", olds, news)
+
+    assert diff.changes is True
+    assert updated.outs["deadline_seconds"] == 7200
+    assert updated.outs["objects_copied"] == 7 and updated.outs["manifest_digest"] == "d7"
+
+
+def sas_url(azurite, minutes: int) -> str:
+    """The Azurite account URL with a fresh account SAS (a real credential the emulator checks)."""
+    import datetime
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    from app.storage.emulators import AZURITE_ACCOUNT, AZURITE_KEY
+
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=minutes)
+    token = generate_account_sas(AZURITE_ACCOUNT, AZURITE_KEY, ResourceTypes(service=True, container=True, object=True),
+                                 AccountSasPermissions(read=True, write=True, list=True, create=True, add=True),
+                                 expiry=expiry)
+    return f"{azurite.blob_endpoint}?{token}"
+
+
+def test_a_new_sas_for_the_same_account_updates_the_stored_url_and_stays_out_of_plain_outputs(
+        seeded_source, fake_gcs, gcs_bucket, azurite, azure_container, azure_store):
+    first_url, second_url = sas_url(azurite, 60), sas_url(azurite, 120)
+    provider = MigrationProvider()
+    created = provider.create(props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=None,
+                                        target_account_url=first_url))
+    seeded_source.put("jobs/0010.json", b"{}", content_type="application/json")  # a round would copy this
+    news = props_for(fake_gcs, gcs_bucket, azurite, azure_container, azure_connection_string=None,
+                     target_account_url=second_url)
+
+    diff = provider.diff(created.id, created.outs, news)
+    updated = provider.update(created.id, created.outs, news)
+
+    assert created.outs["objects_copied"] == len(OBJECTS), "the SAS works against Azurite"
+    assert diff.changes is True and not diff.replaces
+    assert updated.outs["target_account_url"] == second_url
+    assert not azure_store.exists("jobs/0010.json"), "no copy round for a new SAS"
+    signature = second_url.split("sig=", 1)[1].split("&", 1)[0]
+    for outs in (created.outs, updated.outs):
+        plain = {key: value for key, value in outs.items()
+                 if key not in ("target_account_url", "azure_connection_string")}
+        assert "sig=" not in repr(plain) and signature not in repr(plain), "a SAS only under its secret key"
+    assert "sig" not in created.id

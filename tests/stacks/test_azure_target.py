@@ -268,7 +268,7 @@ def test_migration_target_hands_over_what_the_migration_needs(mocks, configure, 
     ("overrides", "message"),
     [
         ({"evictionPolicy": "Stop"}, r"spotshift:evictionPolicy must be one of Deallocate, Delete \(got 'Stop'\)"),
-        ({"migrationStage": "rollback"}, r"spotshift:migrationStage must be one of provision, sync, cutover \(got 'rollback'\)"),
+        ({"migrationStage": "rollback"}, r"spotshift:migrationStage must be one of provision, sync, cutover, decommissioned \(got 'rollback'\)"),
         ({"migrationStage": "sync"}, r"spotshift:sourceStack is required when spotshift:migrationStage is sync"),
         ({"migrationStage": "cutover", "sourceStack": "a/b/c", "syncRound": "two"},
          r"spotshift:syncRound must be an integer from 0 to 1000000 \(got 'two'\)"),

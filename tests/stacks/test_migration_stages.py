@@ -118,3 +118,66 @@ def test_cutover_runs_strict_and_exports_the_azure_api_url(mocks, configure):
     assert values["cutover_api_url"] == values["api_url"]
     assert values["cutover_ready"] is True and values["migration_verified"] is True
     assert values["manifest_digest"] == MANIFEST_DIGEST and values["migration_stage"] == "cutover"
+
+
+def test_the_migration_deadline_reaches_the_copy_resource(mocks, configure):
+    deploy_stage(mocks, configure, "sync", migrationDeadlineMinutes=30)
+
+    assert mocks.one(DYNAMIC).inputs["deadline_seconds"] == 30 * 60
+
+
+def test_cutover_exports_the_record_the_decommissioned_stage_keeps(mocks, configure):
+    values = deploy_stage(mocks, configure, "cutover", frozen=True, syncRound=4)
+
+    record = values["migration_record"]
+    assert record["manifest_digest"] == MANIFEST_DIGEST and record["verified"] is True
+    assert record["source_stack"] == SOURCE_STACK and record["source_bucket"] == "spotshift-state-4f2a"
+    assert record["sync_round"] == 4
+    assert set(record) == set(azure_target.RECORD_FIELDS) | {"verified"}
+
+
+RECORD = {"source_stack": SOURCE_STACK, "source_bucket": "spotshift-state-4f2a", "manifest_digest": "ef" * 32,
+          "objects_migrated": 1204, "bytes_migrated": 987654321, "completed_at": "2026-12-01T21:00:00+00:00",
+          "sync_round": 4, "verified": True}
+
+
+def decommission(mocks, configure, **overrides: Any) -> dict[str, Any]:
+    """azure-target at ``decommissioned`` while the source stack no longer exists."""
+    mocks.stack_outputs.pop(SOURCE_STACK, None)
+    configure(AZURE_CONFIG, migrationStage="decommissioned", **overrides)
+    values: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def deploy():
+        return resolved(azure_target.main()).apply(values.update)
+
+    deploy()
+    return values
+
+
+def test_decommissioned_stage_has_no_migration_nor_source_stack_and_keeps_the_record(mocks, configure):
+    import json
+
+    values = decommission(mocks, configure, migrationRecord=json.dumps(RECORD), sourceStack=SOURCE_STACK)
+
+    assert mocks.of_type(STACK_REFERENCE) == [], "the source stack may be destroyed: never read it again"
+    assert mocks.of_type(COMPONENT) == [] and mocks.of_type(DYNAMIC) == []
+    assert values["migration_stage"] == "decommissioned"
+    assert values["migration_record"] == RECORD
+    assert values["manifest_digest"] == RECORD["manifest_digest"]
+    assert mocks.of_type(CONTAINER), "the Azure side (and its data) stays"
+
+
+def test_decommissioned_stage_needs_no_source_stack_setting(mocks, configure):
+    import json
+
+    values = decommission(mocks, configure, migrationRecord=json.dumps(RECORD))
+
+    assert values["migration_record"]["objects_migrated"] == 1204
+
+
+@pytest.mark.parametrize("record", [None, "not json", '{"manifest_digest": "ab"}', '{"verified": false}'])
+def test_decommissioned_stage_refuses_without_a_verified_cutover_record(mocks, configure, record,
+                                                                        expected_config_errors):
+    with pytest.raises(ConfigError, match=r"spotshift:migrationRecord .*pulumi stack output migration_record --json"):
+        decommission(mocks, configure, migrationRecord=record)

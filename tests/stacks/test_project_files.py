@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pulumi
@@ -28,6 +29,21 @@ def test_project_runs_the_stacks_directory_from_the_venv():
     assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
     assert project["main"] == "stacks/"
     assert (ROOT / project["main"] / "__main__.py").is_file()
+
+
+def test_the_language_host_and_the_provider_launcher_resolve_the_same_venv():
+    project = load("Pulumi.yaml")
+    venv = project["runtime"]["options"]["virtualenv"]
+
+    # pulumi-language-python: relative to the project root (toolchain.resolveVirtualEnvironmentPath).
+    for_program = ROOT / venv
+    # pulumi-resource-pulumi-python: $PWD/$PULUMI_RUNTIME_VIRTUALENV, $PWD being `main`'s directory.
+    for_providers = ROOT / project["main"] / venv
+
+    assert os.readlink(for_providers) == os.path.join("..", venv), "stacks/.venv is the committed symlink"
+    assert (for_program / "bin" / "python").is_file(), "run `make setup` first"
+    assert (for_providers / "bin" / "python").is_file()
+    assert for_providers.resolve() == for_program.resolve()
 
 
 def test_every_spotshift_key_is_declared_with_the_codes_default():
