@@ -81,5 +81,7 @@ def items(value: Any) -> list[Any]:
 
 
 def show(value: Any) -> str:
-    """A value as the message shows it (missing values say so)."""
+    """A value as the message shows it (missing values say so; JSON's 7.0 reads 7)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return "unset" if value is None else repr(value)

@@ -32,7 +32,8 @@ def _retention(props: Mapping[str, Any], key: str, minimum: int) -> Iterator[str
     enabled, days = dig(props, key, "enabled"), dig(props, key, "days")
     if enabled is not True:
         yield f"{key}.enabled is {show(enabled)}, not true"
-    elif not isinstance(days, int) or days < minimum:
+    # Numbers reach an analyzer as JSON numbers (7.0), never as Python ints only.
+    elif isinstance(days, bool) or not isinstance(days, (int, float)) or days < minimum:
         yield f"{key}.days is {show(days)}, fewer than {minimum}"
 
 

@@ -2,8 +2,9 @@
 
 ``PolicyPack()`` starts a gRPC server and blocks, so tests call each policy's
 ``validate`` with hand-built ``ResourceValidationArgs`` / ``StackValidationArgs``.
-Props go through ``unknown_checking_proxy``, as the analyzer wraps them, so a
-rule that treats a Mapping proxy as a dict fails here as it would under the CLI.
+Props take the analyzer's path (a protobuf Struct, pulumi_policy's decoder, its
+unknown-checking proxy), so a rule that expects ints or treats the Mapping proxy
+as a dict fails here as it would under the CLI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf import json_format, struct_pb2
 from pulumi_policy import (
     Policy,
     PolicyCustomTimeouts,
@@ -23,6 +25,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from tests.infra.pulumi_mocks import PROJECT, Registration
@@ -40,12 +43,19 @@ def options(protect: bool = False, parent: str | None = None) -> PolicyResourceO
     return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], parent)
 
 
+def as_analyzed(props: Mapping[str, Any]) -> Any:
+    """``props`` as the analyzer hands them to a rule: through a protobuf Struct (every number a
+    double), decoded by pulumi_policy and wrapped in its unknown-checking proxy."""
+    value = struct_pb2.Struct()
+    value.update(copy.deepcopy(dict(props)))
+    return unknown_checking_proxy(deserialize_properties(json_format.MessageToDict(value)))
+
+
 def resource_args(
     typ: str, props: Mapping[str, Any], name: str = "subject", config: Mapping[str, Any] | None = None
 ) -> ResourceValidationArgs:
     """``ResourceValidationArgs`` for one resource with these (wire-name) props."""
-    proxied = unknown_checking_proxy(copy.deepcopy(dict(props)))
-    return ResourceValidationArgs(typ, proxied, urn(typ, name), name, options(), None, config)
+    return ResourceValidationArgs(typ, as_analyzed(props), urn(typ, name), name, options(), None, config)
 
 
 def violations(policy: ResourceValidationPolicy, args: ResourceValidationArgs) -> list[str]:
@@ -66,7 +76,7 @@ def check(
 def stack_resource(typ: str, name: str, props: Mapping[str, Any], dependencies: Iterable[PolicyResource] = ()) -> PolicyResource:
     """A ``PolicyResource`` as ``AnalyzeStack`` builds it."""
     return PolicyResource(
-        typ, unknown_checking_proxy(copy.deepcopy(dict(props))), urn(typ, name), name, options(), None, None,
+        typ, as_analyzed(props), urn(typ, name), name, options(), None, None,
         list(dependencies), {},
     )
 
