@@ -138,11 +138,23 @@ def run_round(props: Mapping[str, Any]) -> dict[str, Any]:
         # target: a separate verify would list and read everything once more.
         report = copier.sync(source, target, strict=strict,
                              workers=int(props.get("workers") or copier.DEFAULT_WORKERS), **selection)
+        if props.get("freeze_marker"):
+            _refuse_late_writes(source, str(props["freeze_marker"]), selection["source_prefix"], props)
         digest = _digest(target, selection)
     finally:
         source.close()
         target.close()
     return _outputs(report.to_dict(), digest, strict, props)
+
+
+def _refuse_late_writes(source: Any, marker_key: str, prefix: str, props: Mapping[str, Any]) -> None:
+    """Cutover: fail the round when the source took writes after its freeze marker (see ``migration.freeze``)."""
+    from migration import freeze
+
+    try:
+        freeze.check_no_writes_after_freeze(source, marker_key, prefix)
+    except freeze.LateWriteError as err:
+        raise MigrationError(f"{err} [{_where(props)}]") from err
 
 
 def _outputs(sync: dict, digest: str, strict: bool, props: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,6 +310,8 @@ class ObjectMigrationArgs:
     """Bump to run another copy round."""
     strict: pulumi.Input[bool] = False
     """Re-read every target object's bytes and fail the update if one differs (cutover)."""
+    freeze_marker: pulumi.Input[str] | None = None
+    """Key of the source's freeze marker: after the round, fail if any source object is newer (cutover)."""
     workers: pulumi.Input[int] | None = None
     """Parallel copies (default: the engine's)."""
     azure_connection_string: pulumi.Input[str] | None = None
@@ -334,6 +348,8 @@ class ObjectMigration(pulumi.ComponentResource):
             "strict": args.strict,
             "workers": args.workers,
         }
+        if args.freeze_marker is not None:
+            props["freeze_marker"] = args.freeze_marker
         for key in SECRET_INPUTS:
             value = getattr(args, key)
             if value is not None:

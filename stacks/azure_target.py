@@ -7,6 +7,7 @@ gcp-source stack's bucket (see "Migration stages" below).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ MIGRATION_STAGES = ("provision", "sync", "cutover")
 PRINCIPAL_TYPES = ("User", "ServicePrincipal", "Group")
 
 _LOCATION = re.compile(r"^[a-z]+[a-z0-9]*$")
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+#: Azure's storage firewall rejects IP rules in these ranges (traffic from them never reaches it).
+_RFC1918 = tuple(ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _SSH_KEY = re.compile(r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
 
 
@@ -62,6 +66,12 @@ class AzureTargetConfig:
     migration_stage: str
     source_stack: str | None
     sync_round: int = 0
+    encryption_at_host: bool = True
+    storage_account_name: str | None = None
+    storage_allowed_cidrs: list[str] = field(default_factory=list)
+    blob_soft_delete_days: int = 7
+    noncurrent_version_days: int = 7
+    protect_storage: bool = True
 
 
 def load_config() -> AzureTargetConfig:
@@ -97,6 +107,25 @@ def load_config() -> AzureTargetConfig:
         )
     sync_round = read_int("spotshift:syncRound", 0, 1_000_000)
 
+    account_name = read_str("spotshift:storageAccountName")
+    if account_name is not None and not _ACCOUNT_NAME.match(account_name):
+        raise ConfigError(
+            f"spotshift:storageAccountName must be 3 to 24 lowercase letters and digits (got {account_name!r})"
+        )
+    storage_cidrs = read_cidr_list("spotshift:storageAllowedCidrs")
+    for cidr in storage_cidrs:
+        if any(ipaddress.ip_network(cidr).subnet_of(private) for private in _RFC1918):
+            raise ConfigError(
+                f"spotshift:storageAllowedCidrs takes public IPv4 addresses only; the account's firewall refuses "
+                f"private ranges (got {cidr}): use the public address your traffic leaves from"
+            )
+    if stage != "provision" and not storage_cidrs:
+        raise ConfigError(
+            f"spotshift:storageAllowedCidrs is required when spotshift:migrationStage is {stage}: the storage "
+            "account denies every network but the workload's subnet, and the migration writes from the machine "
+            "running `pulumi up`; run `pulumi config set --path 'spotshift:storageAllowedCidrs[0]' <your public IP>`"
+        )
+
     return AzureTargetConfig(
         location=location,
         image=image,
@@ -115,6 +144,12 @@ def load_config() -> AzureTargetConfig:
         migration_stage=stage,
         source_stack=source_stack,
         sync_round=sync_round,
+        encryption_at_host=read_bool("spotshift:encryptionAtHost"),
+        storage_account_name=account_name,
+        storage_allowed_cidrs=storage_cidrs,
+        blob_soft_delete_days=read_int("spotshift:blobSoftDeleteDays", 1, 365),
+        noncurrent_version_days=read_int("spotshift:noncurrentVersionDays", 1, 3650),
+        protect_storage=read_bool("spotshift:protectStorage"),
     )
 
 
@@ -171,6 +206,10 @@ def add_migration_stage(config: AzureTargetConfig, target: MigrationTarget) -> d
             target_container=target.container_name,
             sync_round=config.sync_round,
             strict=cutover,
+            # Cutover: after the strict round, refuse if any source object is newer than the marker.
+            freeze_marker=source.get_output("freeze_marker").apply(
+                lambda key: _freeze_marker_or_refuse(config.source_stack, key)
+            ) if cutover else None,
         ),
         pulumi.ResourceOptions(depends_on=list(target.data_access_grants)),
     )
@@ -202,6 +241,17 @@ def _frozen_or_refuse(source_stack: str, bucket: str, frozen: Any) -> str:
     return bucket
 
 
+def _freeze_marker_or_refuse(source_stack: str, key: Any) -> str:
+    """The source's freeze-marker key; a source stack that exports none cannot prove its freeze."""
+    if not key:
+        raise ConfigError(
+            f"spotshift:migrationStage is cutover but the source stack {source_stack} exports no freeze_marker: "
+            "run `pulumi up -s gcp-source` with this version (spotshift:freeze true) so it writes the marker "
+            "after its workers are gone"
+        )
+    return str(key)
+
+
 # --- Program -----------------------------------------------------------------
 
 
@@ -225,6 +275,12 @@ def main() -> dict[str, Any]:
             allow_shared_key_access=config.allow_shared_key_access,
             grant_deployer_data_access=config.grant_deployer_data_access,
             deployer_principal_type=config.deployer_principal_type,
+            encryption_at_host=config.encryption_at_host,
+            storage_account_name=config.storage_account_name,
+            storage_allowed_ips=config.storage_allowed_cidrs,
+            blob_soft_delete_days=config.blob_soft_delete_days,
+            protect_storage=config.protect_storage,
+            noncurrent_version_days=config.noncurrent_version_days,
         ),
     )
     target = MigrationTarget(

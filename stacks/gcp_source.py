@@ -1,8 +1,10 @@
 """The gcp-source stack: the workload on GCP Spot VMs with its state in a private GCS bucket.
 
 ``spotshift:freeze: true`` is the cutover freeze: the API turns read-only, the
-worker group scales to zero and the stack exports ``frozen: true``, which the
-azure-target stack's cutover stage checks before its final sync.
+worker group scales to zero (the update waits until every worker is deleted),
+then a freeze marker object is written to the bucket and the stack exports
+``frozen: true`` and the marker's key; the azure-target stack's cutover stage
+checks both around its final sync.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class GcpSourceConfig:
     bucket_force_destroy: bool
     bucket_versioning: bool
     freeze: bool
+    noncurrent_version_days: int = 7
+    bucket_soft_delete_days: int = 7
+    worker_public_ip: bool = False
+    flow_logs: bool = True
 
 
 def load_config() -> GcpSourceConfig:
@@ -69,6 +75,11 @@ def load_config() -> GcpSourceConfig:
 
     image, build_image = read_image(REPO_ROOT)
     api_port = read_api_port()
+    soft_delete_days = read_int("spotshift:bucketSoftDeleteDays", 0, 90)
+    if 0 < soft_delete_days < 7:
+        raise ConfigError(
+            f"spotshift:bucketSoftDeleteDays must be 0 (off) or 7 to 90, as Cloud Storage allows (got {soft_delete_days})"
+        )
 
     return GcpSourceConfig(
         project=project,
@@ -85,6 +96,10 @@ def load_config() -> GcpSourceConfig:
         bucket_force_destroy=read_bool("spotshift:bucketForceDestroy"),
         bucket_versioning=read_bool("spotshift:bucketVersioning"),
         freeze=read_bool("spotshift:freeze"),
+        noncurrent_version_days=read_int("spotshift:noncurrentVersionDays", 1, 3650),
+        bucket_soft_delete_days=soft_delete_days,
+        worker_public_ip=read_bool("spotshift:workerPublicIp"),
+        flow_logs=read_bool("spotshift:flowLogs"),
     )
 
 
@@ -109,6 +124,10 @@ def main() -> dict[str, Any]:
             bucket_force_destroy=config.bucket_force_destroy,
             bucket_versioning=config.bucket_versioning,
             freeze=config.freeze,
+            noncurrent_version_days=config.noncurrent_version_days,
+            bucket_soft_delete_days=config.bucket_soft_delete_days,
+            worker_public_ip=config.worker_public_ip,
+            flow_logs=config.flow_logs,
         ),
     )
 
@@ -116,7 +135,11 @@ def main() -> dict[str, Any]:
         "bucket_name": workload.bucket_name,
         "api_url": workload.api_url,
         "api_ip": workload.api_ip,
-        "frozen": config.freeze,
+        # From the freeze marker's outputs: true only after the workers are gone (see FreezeMarker).
+        "frozen": workload.frozen,
+        # The cutover compares every source object's update time with this object's.
+        "freeze_marker": workload.freeze_marker,
+        "freeze_marker_generation": workload.freeze_marker_generation,
         "service_account_email": workload.service_account_email,
         "project": config.project,
         "worker_group": workload.worker_group,

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_azure_native as azure_native
 
 from infra._naming import dns_label
-from infra.azure.spot import SPOT_MAX_PRICE, TRUSTED_LAUNCH, UBUNTU_2404_IMAGE, custom_data, linux_ssh_only
+from infra.azure.spot import SPOT_MAX_PRICE, UBUNTU_2404_IMAGE, custom_data, linux_ssh_only, security_profile
 
 
 @dataclass
@@ -34,6 +34,8 @@ class AzureSpotApiVmArgs:
     """VM size."""
     eviction_policy: str = "Deallocate"
     """``Deallocate`` or ``Delete``."""
+    encryption_at_host: bool = True
+    """Encrypt temp disk and OS/data disk caches on the host."""
     admin_username: str = "spotshift"
     """Admin user for SSH."""
     depends_on: Sequence[pulumi.Resource] = ()
@@ -82,7 +84,7 @@ class AzureSpotApiVm(pulumi.ComponentResource):
             eviction_policy=args.eviction_policy,
             billing_profile={"max_price": SPOT_MAX_PRICE},
             identity={"type": "UserAssigned", "user_assigned_identities": [args.identity_id]},
-            security_profile=TRUSTED_LAUNCH,
+            security_profile=security_profile(args.encryption_at_host),
             storage_profile={
                 "image_reference": UBUNTU_2404_IMAGE,
                 # Delete the OS disk with the VM, so a replacement leaves no orphan disk.
@@ -95,6 +97,8 @@ class AzureSpotApiVm(pulumi.ComponentResource):
             os_profile={
                 "computer_name": dns_label(name, 63),
                 "admin_username": args.admin_username,
+                # Nothing installs VM extensions here; refusing them closes a way to run code as root.
+                "allow_extension_operations": False,
                 "custom_data": pulumi.Output.from_input(args.cloud_init).apply(custom_data),
                 "linux_configuration": pulumi.Output.from_input(args.ssh_public_key).apply(
                     lambda key: linux_ssh_only(args.admin_username, key)
@@ -108,7 +112,8 @@ class AzureSpotApiVm(pulumi.ComponentResource):
                 # keys on an existing VM (PropertyChangeNotAllowed) and azure-native
                 # would try an update, so any change under osProfile replaces the
                 # VM. The path uses the engine's (camelCase) names.
-                replace_on_changes=["osProfile"],
+                # Encryption at host can only change on a deallocated VM: replaced as well.
+                replace_on_changes=["osProfile", "securityProfile"],
                 # The NIC (and its static IP) belongs to one VM at a time.
                 delete_before_replace=True,
             ),

@@ -92,6 +92,9 @@ class AzureNetwork(pulumi.ComponentResource):
             # so it is asked for explicitly; a NAT gateway is the alternative and
             # costs more per month than the Spot workers themselves.
             default_outbound_access=True,
+            # The storage account denies every network but this subnet (and the deployer's
+            # address): a service endpoint carries the VMs' requests with the subnet's identity.
+            service_endpoints=[{"service": "Microsoft.Storage"}],
             opts=child,
         )
 

@@ -19,6 +19,11 @@ UBUNTU_2404_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku
 TRUSTED_LAUNCH = {"security_type": "TrustedLaunch", "uefi_settings": {"secure_boot_enabled": True, "v_tpm_enabled": True}}
 
 
+def security_profile(encryption_at_host: bool) -> dict[str, Any]:
+    """Trusted launch plus encryption at host (temp disks and caches encrypted on the host too)."""
+    return {**TRUSTED_LAUNCH, "encryption_at_host": encryption_at_host}
+
+
 def linux_ssh_only(admin_username: str, ssh_public_key: str) -> dict[str, Any]:
     """``linux_configuration`` that allows SSH key login only (no password is ever set)."""
     return {

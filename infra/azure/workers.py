@@ -9,7 +9,11 @@ import pulumi
 import pulumi_azure_native as azure_native
 
 from infra._naming import dns_label
-from infra.azure.spot import SPOT_MAX_PRICE, TRUSTED_LAUNCH, UBUNTU_2404_IMAGE, custom_data, linux_ssh_only
+from infra.azure.spot import SPOT_MAX_PRICE, UBUNTU_2404_IMAGE, custom_data, linux_ssh_only, security_profile
+
+#: Evicted workers are deleted: with Deallocate they would keep billed disks and quota and come
+#: back only through best-effort Try & Restore; deleted, the scale set replaces them.
+WORKER_EVICTION_POLICY = "Delete"
 
 
 @dataclass
@@ -32,8 +36,8 @@ class AzureSpotWorkerScaleSetArgs:
     """Number of workers."""
     vm_size: pulumi.Input[str] = "Standard_D2as_v5"
     """VM size."""
-    eviction_policy: str = "Deallocate"
-    """``Deallocate`` or ``Delete``."""
+    encryption_at_host: bool = True
+    """Encrypt temp disks and disk caches on the host."""
     admin_username: str = "spotshift"
     """Admin user for SSH."""
     depends_on: Sequence[pulumi.Resource] = ()
@@ -63,14 +67,19 @@ class AzureSpotWorkerScaleSet(pulumi.ComponentResource):
             overprovision=False,
             # Re-creates evicted instances when Spot capacity returns.
             spot_restore_policy={"enabled": True},
-            # Model changes other than cloud-init (size, image) reach every instance.
+            # Model changes other than cloud-init (size, image) reach every instance. Automatic OS
+            # image upgrades stay off on purpose: they need a health signal (a load balancer probe
+            # or the Application Health extension) and the workers serve no port to probe, and a
+            # reimage is announced neither as Preempt nor as Terminate, so the worker could not
+            # drain. Instances boot the `latest` image whenever they are created (every eviction
+            # with the Delete policy) and Ubuntu's unattended-upgrades installs security updates.
             upgrade_policy={"mode": "Automatic"},
             identity={"type": "UserAssigned", "user_assigned_identities": [args.identity_id]},
             virtual_machine_profile={
                 "priority": "Spot",
-                "eviction_policy": args.eviction_policy,
+                "eviction_policy": WORKER_EVICTION_POLICY,
                 "billing_profile": {"max_price": SPOT_MAX_PRICE},
-                "security_profile": TRUSTED_LAUNCH,
+                "security_profile": security_profile(args.encryption_at_host),
                 # Scale-in and replacement announce themselves as a Terminate
                 # Scheduled Event: the worker drains, then approves it (or Azure
                 # goes ahead after 5 minutes, the shortest timeout it allows).
@@ -118,7 +127,13 @@ class AzureSpotWorkerScaleSet(pulumi.ComponentResource):
                 # change), so any osProfile change replaces the scale set. The new
                 # set is created before the old one is deleted (names are
                 # auto-generated); the old workers get a Terminate event and drain.
-                replace_on_changes=["virtualMachineProfile.osProfile"],
+                # Azure changes neither the eviction policy nor encryption at host of running
+                # instances, so those replace the scale set too.
+                replace_on_changes=[
+                    "virtualMachineProfile.osProfile",
+                    "virtualMachineProfile.evictionPolicy",
+                    "virtualMachineProfile.securityProfile",
+                ],
             ),
         )
 

@@ -41,7 +41,19 @@ class AzureSpotWorkloadArgs:
     ssh_source_cidr: str | None = None
     """Source allowed to reach SSH; None keeps it closed."""
     eviction_policy: str = "Deallocate"
-    """``Deallocate`` or ``Delete``."""
+    """What happens to the evicted API VM, ``Deallocate`` or ``Delete`` (workers are always deleted)."""
+    encryption_at_host: bool = True
+    """Encryption at host on the API VM and the workers (a subscription feature must be registered)."""
+    storage_account_name: str | None = None
+    """The storage account's name; None derives one from subscription, project, stack and component."""
+    storage_allowed_ips: Sequence[str] = field(default_factory=list)
+    """Public IPv4 addresses/CIDRs the storage firewall admits (the deployer, for the migration)."""
+    protect_storage: bool = True
+    """Protect the storage account and container against replacement and deletion."""
+    blob_soft_delete_days: int = 7
+    """Days a deleted blob or container stays restorable."""
+    noncurrent_version_days: int = 7
+    """Days a previous blob version is kept."""
     allow_shared_key_access: bool = False
     """Allow account keys and SAS on the storage account."""
     grant_deployer_data_access: bool = True
@@ -116,11 +128,19 @@ class AzureSpotWorkload(pulumi.ComponentResource):
             f"{name}-storage",
             AzureBlobStorageArgs(
                 **where,
-                account_name=unique.apply(lambda text: alnum_name(name, f"storage/{text}", 24)),
+                # Derived once; the account ignores later changes of it (see AzureBlobStorage), so a
+                # renamed stack keeps its account. A pinned name wins.
+                account_name=args.storage_account_name
+                or unique.apply(lambda text: alnum_name(name, f"storage/{text}", 24)),
                 subscription_id=client.subscription_id,
                 container_name=args.container_name,
                 allow_shared_key_access=args.allow_shared_key_access,
                 contributors=contributors,
+                subnet_ids=[network.subnet_id],
+                allowed_ips=list(args.storage_allowed_ips),
+                soft_delete_days=args.blob_soft_delete_days,
+                protect=args.protect_storage,
+                noncurrent_version_days=args.noncurrent_version_days,
             ),
             opts=child,
         )
@@ -173,6 +193,7 @@ class AzureSpotWorkload(pulumi.ComponentResource):
                 ssh_public_key=args.ssh_public_key,
                 vm_size=args.vm_size,
                 eviction_policy=args.eviction_policy,
+                encryption_at_host=args.encryption_at_host,
                 admin_username=args.admin_username,
                 depends_on=grants,
             ),
@@ -188,7 +209,7 @@ class AzureSpotWorkload(pulumi.ComponentResource):
                 ssh_public_key=args.ssh_public_key,
                 capacity=args.worker_count,
                 vm_size=args.vm_size,
-                eviction_policy=args.eviction_policy,
+                encryption_at_host=args.encryption_at_host,
                 admin_username=args.admin_username,
                 depends_on=grants,
             ),

@@ -2,6 +2,7 @@
 
 from infra.gcp.api_vm import GcpSpotApiVm, GcpSpotApiVmArgs
 from infra.gcp.bucket import GcsBucket, GcsBucketArgs
+from infra.gcp.freeze import FREEZE_MARKER_KEY, FreezeMarker, FreezeMarkerArgs
 from infra.gcp.network import GcpNetwork, GcpNetworkArgs
 from infra.gcp.registry import ArtifactRegistryImage, ArtifactRegistryImageArgs
 from infra.gcp.spot import PROVISIONING_MODELS
@@ -9,9 +10,12 @@ from infra.gcp.workers import SpotWorkerGroup, SpotWorkerGroupArgs
 from infra.gcp.workload import GcpSpotWorkload, GcpSpotWorkloadArgs
 
 __all__ = [
+    "FREEZE_MARKER_KEY",
     "PROVISIONING_MODELS",
     "ArtifactRegistryImage",
     "ArtifactRegistryImageArgs",
+    "FreezeMarker",
+    "FreezeMarkerArgs",
     "GcpNetwork",
     "GcpNetworkArgs",
     "GcpSpotApiVm",

@@ -44,6 +44,7 @@ class GcpSpotApiVmArgs:
 class GcpSpotApiVm(pulumi.ComponentResource):
     """A static external IP and a Spot VM that is stopped, not deleted, on preemption."""
 
+    instance: gcp.compute.Instance
     ip_address: pulumi.Output[str]
     instance_name: pulumi.Output[str]
 
@@ -97,6 +98,7 @@ class GcpSpotApiVm(pulumi.ComponentResource):
             ),
         )
 
+        self.instance = instance
         self.ip_address = address.address
         self.instance_name = instance.name
         self.register_outputs({"ip_address": self.ip_address, "instance_name": self.instance_name})

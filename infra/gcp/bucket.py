@@ -23,13 +23,29 @@ class GcsBucketArgs:
     object_admins: Sequence[pulumi.Input[str]] = field(default_factory=list)
     """IAM members (``serviceAccount:...``) granted objectAdmin on this bucket only."""
     force_destroy: bool = False
-    """Let ``pulumi destroy`` delete a bucket that still holds objects."""
-    versioning: bool = False
-    """Keep noncurrent object versions."""
+    """Let ``pulumi destroy`` delete the bucket and every object in it; False keeps the bucket on destroy."""
+    versioning: bool = True
+    """Keep noncurrent object versions (an overwrite or delete stays recoverable)."""
+    noncurrent_version_days: int = 7
+    """Days a noncurrent version is kept before lifecycle management deletes it."""
+    soft_delete_days: int = 7
+    """Days a deleted object stays restorable (0 turns soft delete off; otherwise 7 to 90)."""
+
+
+def _lifecycle_rules(versioning: bool, noncurrent_version_days: int) -> list[dict]:
+    """Delete noncurrent versions after ``noncurrent_version_days``: the queue overwrites its leases and
+    job documents all the time, and without this rule every old copy would be kept (and billed) forever."""
+    if not versioning:
+        return []
+    return [{"action": {"type": "Delete"}, "condition": {"days_since_noncurrent_time": noncurrent_version_days}}]
 
 
 class GcsBucket(pulumi.ComponentResource):
-    """A bucket with uniform bucket-level access and public access prevention enforced."""
+    """A bucket with uniform bucket-level access and public access prevention enforced.
+
+    The bucket is kept on ``pulumi destroy`` (``retain_on_delete``) unless ``force_destroy`` is set:
+    both are recorded in the state by ``pulumi up``, which is what ``destroy`` reads.
+    """
 
     bucket_name: pulumi.Output[str]
     bucket_url: pulumi.Output[str]
@@ -47,7 +63,12 @@ class GcsBucket(pulumi.ComponentResource):
             public_access_prevention="enforced",
             force_destroy=args.force_destroy,
             versioning={"enabled": args.versioning},
-            opts=child,
+            lifecycle_rules=_lifecycle_rules(args.versioning, args.noncurrent_version_days),
+            # Explicit, so the retention (and its storage cost) is a choice, not the 7-day default.
+            soft_delete_policy={"retention_duration_seconds": args.soft_delete_days * 86400},
+            # A bucket with objects cannot be deleted without force_destroy, and a destroy that stops
+            # half-way helps nobody: by default destroy leaves the bucket (and its data) in place.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=not args.force_destroy)),
         )
         # BucketIAMMember adds one binding and leaves the bucket's other members
         # alone (BucketIAMPolicy would replace them all; never mix the two).

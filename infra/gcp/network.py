@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
+#: Half the flows, aggregated over 5 minutes: enough to investigate, a fraction of the default log volume.
+FLOW_LOG_CONFIG = {"aggregation_interval": "INTERVAL_5_MIN", "flow_sampling": 0.5, "metadata": "INCLUDE_ALL_METADATA"}
+
 
 @dataclass
 class GcpNetworkArgs:
@@ -29,6 +32,10 @@ class GcpNetworkArgs:
     """Source allowed to reach port 22; None means no SSH rule at all."""
     subnet_cidr: str = "10.42.0.0/24"
     """Private range of the subnet."""
+    flow_logs: bool = True
+    """VPC flow logs on the subnet (billed as Cloud Logging ingestion)."""
+    cloud_nat: bool = True
+    """A Cloud Router + Cloud NAT for the subnet, the egress of VMs without an external IP (the workers)."""
 
 
 class GcpNetwork(pulumi.ComponentResource):
@@ -36,6 +43,8 @@ class GcpNetwork(pulumi.ComponentResource):
 
     network_id: pulumi.Output[str]
     subnetwork_id: pulumi.Output[str]
+    egress: list[pulumi.Resource]
+    """The Cloud NAT (when created): VMs without an external IP need it before they boot."""
 
     def __init__(self, name: str, args: GcpNetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("spotshift:gcp:GcpNetwork", name, None, opts)
@@ -56,8 +65,27 @@ class GcpNetwork(pulumi.ComponentResource):
             ip_cidr_range=args.subnet_cidr,
             # Lets the VMs reach Google APIs (GCS, Artifact Registry) on internal routes.
             private_ip_google_access=True,
+            log_config=FLOW_LOG_CONFIG if args.flow_logs else None,
             opts=child,
         )
+        self.egress = []
+        if args.cloud_nat:
+            router = gcp.compute.Router(
+                f"{name}-router", project=args.project, region=args.region, network=network.id, opts=child
+            )
+            nat = gcp.compute.RouterNat(
+                f"{name}-nat",
+                project=args.project,
+                region=args.region,
+                router=router.name,
+                nat_ip_allocate_option="AUTO_ONLY",
+                # Only this subnet; VMs with an external IP (the API VM) keep using their own.
+                source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+                subnetworks=[{"name": subnet.id, "source_ip_ranges_to_nats": ["ALL_IP_RANGES"]}],
+                log_config={"enable": True, "filter": "ERRORS_ONLY"},
+                opts=child,
+            )
+            self.egress.append(nat)
         # A custom VPC denies all ingress by default. A rule with no source ranges
         # would mean 0.0.0.0/0 to GCP, so an empty allow-list creates no rule.
         if args.allowed_cidrs:

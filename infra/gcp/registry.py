@@ -46,7 +46,9 @@ class ArtifactRegistryImage(pulumi.ComponentResource):
             f"{name}-repo",
             project=args.project,
             location=args.location,
-            repository_id=dns_label(f"{name}-images", 63),
+            # Repository ids are unique per project and location: the stack name keeps two
+            # stacks of one GCP project (each with buildImage) apart.
+            repository_id=dns_label(f"{name}-{pulumi.get_stack()}", 63),
             format="DOCKER",
             opts=child,
         )

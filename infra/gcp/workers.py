@@ -38,6 +38,10 @@ class SpotWorkerGroupArgs:
     """Boot image or image family."""
     disk_size_gb: int = 20
     """Boot disk size."""
+    public_ip: bool = False
+    """Give each worker an ephemeral external IP; False (the default) sends egress through the subnet's Cloud NAT."""
+    wait_for_stable: bool = False
+    """Make the update wait until the group is stable (every resize done); the freeze needs it."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Grants the workload needs before it boots (bucket IAM, registry reader)."""
 
@@ -45,6 +49,7 @@ class SpotWorkerGroupArgs:
 class SpotWorkerGroup(pulumi.ComponentResource):
     """An instance template and a zonal MIG that rolls every template change out proactively."""
 
+    group: gcp.compute.InstanceGroupManager
     group_name: pulumi.Output[str]
     instance_group: pulumi.Output[str]
     template_self_link: pulumi.Output[str]
@@ -73,9 +78,15 @@ class SpotWorkerGroup(pulumi.ComponentResource):
                     "disk_type": "pd-balanced",
                 }
             ],
-            # An ephemeral external IP is the workers' way out (packages, image
-            # pulls); ingress stays closed because no firewall rule targets them.
-            network_interfaces=[{"subnetwork": args.subnetwork, "access_configs": [{"network_tier": "PREMIUM"}]}],
+            # Workers serve nothing: their way out (packages, image pulls) is Cloud NAT, or an
+            # ephemeral external IP when public_ip is set. Ingress stays closed either way
+            # because no firewall rule targets them.
+            network_interfaces=[
+                {
+                    "subnetwork": args.subnetwork,
+                    "access_configs": [{"network_tier": "PREMIUM"}] if args.public_ip else [],
+                }
+            ],
             service_account={"email": args.service_account_email, "scopes": [CLOUD_PLATFORM_SCOPE]},
             shielded_instance_config=SHIELDED_VM,
             metadata=pulumi.Output.from_input(args.user_data).apply(vm_metadata),
@@ -99,10 +110,16 @@ class SpotWorkerGroup(pulumi.ComponentResource):
                 "max_surge_fixed": 1,
                 "max_unavailable_fixed": 0,
             },
-            wait_for_instances=False,
+            # The resize API is "marked DONE when the resize actions are scheduled even if the
+            # group has not yet added or deleted any instances": only with wait_for_instances does
+            # the provider wait until the group is STABLE, i.e. every worker really is gone.
+            # Unfrozen updates do not wait, so a Spot stock-out cannot hold a deploy for its timeout.
+            wait_for_instances=args.wait_for_stable,
+            wait_for_instances_status="STABLE",
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+        self.group = group
         self.group_name = group.name
         self.instance_group = group.instance_group
         self.template_self_link = template.self_link_unique

@@ -12,6 +12,7 @@ from infra._naming import dns_label
 from infra.cloud_init import CloudInitArgs, render_cloud_init
 from infra.gcp.api_vm import GcpSpotApiVm, GcpSpotApiVmArgs
 from infra.gcp.bucket import GcsBucket, GcsBucketArgs
+from infra.gcp.freeze import FreezeMarker, FreezeMarkerArgs
 from infra.gcp.network import GcpNetwork, GcpNetworkArgs
 from infra.gcp.registry import ArtifactRegistryImage, ArtifactRegistryImageArgs
 from infra.gcp.workers import SpotWorkerGroup, SpotWorkerGroupArgs
@@ -46,8 +47,16 @@ class GcpSpotWorkloadArgs:
     """``SPOT`` or ``preemptible``."""
     bucket_force_destroy: bool = False
     """Let ``pulumi destroy`` delete a non-empty bucket."""
-    bucket_versioning: bool = False
+    bucket_versioning: bool = True
     """Keep noncurrent object versions."""
+    noncurrent_version_days: int = 7
+    """Days a noncurrent object version is kept."""
+    bucket_soft_delete_days: int = 7
+    """Days a deleted object stays restorable (0 off, else 7 to 90)."""
+    worker_public_ip: bool = False
+    """Ephemeral external IPs on the workers instead of a Cloud NAT."""
+    flow_logs: bool = True
+    """VPC flow logs on the subnet."""
     freeze: bool = False
     """Cutover freeze: the API turns read-only and the worker group scales to 0."""
     lease_seconds: float = 60
@@ -65,7 +74,12 @@ class GcpSpotWorkload(pulumi.ComponentResource):
     api_url: pulumi.Output[str]
     worker_group: pulumi.Output[str]
     image: pulumi.Output[str]
-    frozen: bool
+    frozen: pulumi.Output[bool]
+    """True only once the freeze marker exists (after the workers are gone); False when not frozen."""
+    freeze_marker: pulumi.Output[str] | None
+    """Key of the freeze marker object, or None when not frozen."""
+    freeze_marker_generation: pulumi.Output[int] | None
+    """GCS generation of the freeze marker, or None when not frozen."""
 
     def __init__(self, name: str, args: GcpSpotWorkloadArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("spotshift:gcp:GcpSpotWorkload", name, None, opts)
@@ -84,6 +98,8 @@ class GcpSpotWorkload(pulumi.ComponentResource):
                 ssh_tags=[api_tag, worker_tag],
                 allowed_cidrs=args.allowed_cidrs,
                 ssh_source_cidr=args.ssh_source_cidr,
+                flow_logs=args.flow_logs,
+                cloud_nat=not args.worker_public_ip,
             ),
             opts=child,
         )
@@ -104,6 +120,8 @@ class GcpSpotWorkload(pulumi.ComponentResource):
                 object_admins=[member],
                 force_destroy=args.bucket_force_destroy,
                 versioning=args.bucket_versioning,
+                noncurrent_version_days=args.noncurrent_version_days,
+                soft_delete_days=args.bucket_soft_delete_days,
             ),
             opts=child,
         )
@@ -167,12 +185,28 @@ class GcpSpotWorkload(pulumi.ComponentResource):
                 tags=[worker_tag],
                 # Frozen: no worker may write while the final sync runs.
                 target_size=0 if args.freeze else args.worker_count,
+                wait_for_stable=args.freeze,
                 machine_type=args.machine_type,
                 provisioning_model=args.provisioning_model,
-                depends_on=grants,
+                public_ip=args.worker_public_ip,
+                depends_on=grants + network.egress,
             ),
             opts=child,
         )
+        self.freeze_marker = self.freeze_marker_generation = None
+        frozen: pulumi.Output[bool] = pulumi.Output.from_input(False)
+        if args.freeze:
+            # Written only after the group's resize has finished (every worker deleted) and the
+            # read-only API VM has replaced the writable one.
+            marker = FreezeMarker(
+                f"{name}-freeze",
+                FreezeMarkerArgs(bucket=bucket.bucket_name, stopped=[workers.group, api.instance],
+                                 stack=pulumi.get_stack()),
+                opts=child,
+            )
+            frozen = marker.frozen
+            self.freeze_marker = marker.key
+            self.freeze_marker_generation = marker.generation
 
         self.bucket_name = bucket.bucket_name
         self.service_account_email = account.email
@@ -180,7 +214,7 @@ class GcpSpotWorkload(pulumi.ComponentResource):
         self.api_url = pulumi.Output.concat("http://", api.ip_address, ":", str(args.api_port))
         self.worker_group = workers.group_name
         self.image = image
-        self.frozen = args.freeze
+        self.frozen = frozen
         self.register_outputs(
             {
                 "bucket_name": self.bucket_name,
@@ -190,5 +224,6 @@ class GcpSpotWorkload(pulumi.ComponentResource):
                 "worker_group": self.worker_group,
                 "image": self.image,
                 "frozen": self.frozen,
+                "freeze_marker": self.freeze_marker,
             }
         )

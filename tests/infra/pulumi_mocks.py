@@ -64,6 +64,8 @@ def _computed(typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
     if typ == "gcp:storage/bucket:Bucket":
         bucket = inputs.get("name") or f"{name}-{_suffix(name)}"
         return {"name": bucket, "url": f"gs://{bucket}"}
+    if typ == "gcp:storage/bucketObject:BucketObject":
+        return {"outputName": inputs["name"], "generation": 1764620000000000}
     if typ == "gcp:compute/address:Address":
         return {"address": GCP_API_IP}
     if typ == "gcp:compute/instanceTemplate:InstanceTemplate":
@@ -180,6 +182,8 @@ class RecordingMonitor(MockMonitor):
             "parent": request.parent,
             "dependencies": list(request.dependencies),
             "additionalSecretOutputs": list(request.additionalSecretOutputs),
+            "protect": request.protect,
+            "retainOnDelete": request.retainOnDelete,
         }
         return super().RegisterResource(request)
 

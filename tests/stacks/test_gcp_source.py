@@ -10,6 +10,7 @@ import yaml
 
 from stacks import gcp_source
 from stacks._config import ConfigError
+from infra.gcp import FREEZE_MARKER_KEY
 from tests.infra.pulumi_mocks import GCP_API_IP
 from tests.stacks.conftest import GCP_CONFIG, resolved
 
@@ -22,6 +23,8 @@ DEFAULT_RESOURCES = Counter(
     {
         "gcp:compute/network:Network": 1,
         "gcp:compute/subnetwork:Subnetwork": 1,
+        "gcp:compute/router:Router": 1,
+        "gcp:compute/routerNat:RouterNat": 1,
         "gcp:serviceaccount/account:Account": 1,
         "gcp:storage/bucket:Bucket": 1,
         "gcp:storage/bucketIAMMember:BucketIAMMember": 1,
@@ -40,7 +43,11 @@ COMPONENTS = Counter(
         "spotshift:gcp:SpotWorkerGroup": 1,
     }
 )
-EXPORTS = {"bucket_name", "api_url", "api_ip", "frozen", "service_account_email", "project", "worker_group"}
+EXPORTS = {
+    "bucket_name", "api_url", "api_ip", "frozen", "freeze_marker", "freeze_marker_generation",
+    "service_account_email", "project", "worker_group",
+}
+MARKER = "gcp:storage/bucketObject:BucketObject"
 
 
 def env(user_data: str) -> dict[str, str]:
@@ -58,7 +65,7 @@ def test_default_stack_creates_exactly_these_resources(mocks, configure, exports
         assert mocks.type_counts() == DEFAULT_RESOURCES
         components = Counter(r.type for r in mocks.registrations if r.type.startswith("spotshift:"))
         assert components == COMPONENTS
-        assert sum(DEFAULT_RESOURCES.values()) == 9
+        assert sum(DEFAULT_RESOURCES.values()) == 11
 
     return resolved(outputs).apply(check)
 
@@ -96,6 +103,8 @@ def test_stack_exports_the_source_values(mocks, configure, exports):
         assert values["api_ip"] == GCP_API_IP
         assert values["api_url"] == f"http://{GCP_API_IP}:8080"
         assert values["frozen"] is False
+        assert values["freeze_marker"] is None and values["freeze_marker_generation"] is None
+        assert mocks.of_type(MARKER) == [], "no freeze marker unless frozen"
         assert values["service_account_email"] == "spotshift-test@spotshift-test.iam.gserviceaccount.com"
         assert values["project"] == "spotshift-test"
         assert values["worker_group"].startswith("spotshift-workers-mig")
@@ -151,6 +160,53 @@ def test_freeze_turns_api_read_only_scales_workers_to_zero_and_exports_frozen(mo
         assert env(mocks.one(INSTANCE).inputs["metadata"]["user-data"])["READ_ONLY"] == "true"
         assert env(mocks.one(TEMPLATE).inputs["metadata"]["user-data"])["READ_ONLY"] == "true"
         assert mocks.one(MIG).inputs["targetSize"] == 0
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_freeze_waits_for_the_workers_to_be_deleted_before_writing_the_marker(mocks, configure, exports):
+    configure(GCP_CONFIG, freeze=True)
+
+    outputs = gcp_source.main()
+
+    def check(values):
+        group = mocks.one(MIG)
+        assert group.inputs["waitForInstances"] is True, "the resize is DONE before instances are deleted"
+        assert group.inputs["waitForInstancesStatus"] == "STABLE"
+        marker = mocks.one(MARKER)
+        assert marker.inputs["bucket"] == values["bucket_name"]
+        assert marker.inputs["name"] == FREEZE_MARKER_KEY == values["freeze_marker"]
+        assert values["freeze_marker_generation"] == 1764620000000000
+        depends = marker.options["dependencies"]
+        for resource in (group, mocks.one(INSTANCE)):
+            assert any(urn.endswith(f"${resource.type}::{resource.name}") for urn in depends), (
+                f"the marker (and so frozen=true) must wait for {resource.name}: {depends}"
+            )
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_frozen_is_derived_from_the_marker_not_from_config(mocks, configure, exports):
+    configure(GCP_CONFIG, freeze=True)
+
+    outputs = gcp_source.main()
+
+    def check(resources):
+        assert any(getattr(r, "_name", None) == "spotshift-freeze-object" for r in resources), resources
+
+    return pulumi.Output.from_input(outputs["frozen"].resources()).apply(check)
+
+
+@pulumi.runtime.test
+def test_unfrozen_group_does_not_wait_so_a_spot_stock_out_cannot_hold_a_deploy(mocks, configure, exports):
+    configure(GCP_CONFIG)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        assert mocks.one(MIG).inputs["waitForInstances"] is False
 
     return resolved(outputs).apply(check)
 
@@ -224,6 +280,10 @@ def test_api_vm_replacement_mechanism_is_set(mocks, configure, exports):
         ({"apiPort": 70000}, r"spotshift:apiPort must be an integer from 1 to 65535"),
         ({"provisioningModel": "STANDARD"}, r"spotshift:provisioningModel must be one of SPOT, preemptible \(got 'STANDARD'\)"),
         ({"freeze": "yes"}, r"spotshift:freeze must be true or false \(got 'yes'\)"),
+        ({"bucketSoftDeleteDays": 3}, r"spotshift:bucketSoftDeleteDays must be 0 \(off\) or 7 to 90"),
+        ({"bucketSoftDeleteDays": 91}, r"spotshift:bucketSoftDeleteDays must be an integer from 0 to 90"),
+        ({"noncurrentVersionDays": 0}, r"spotshift:noncurrentVersionDays must be an integer from 1 to 3650"),
+        ({"workerPublicIp": "maybe"}, r"spotshift:workerPublicIp must be true or false"),
         ({"gcp:project": None}, r"gcp:project is required"),
         ({"gcp:project": "My Project"}, r"gcp:project must be a GCP project id"),
         ({"gcp:zone": "europe-west1-b"}, r"gcp:zone must be a zone of gcp:region us-central1"),
@@ -269,8 +329,128 @@ def test_defaults_are_safe(mocks, configure):
     assert (config.worker_count, config.api_port, config.provisioning_model) == (2, 8080, "SPOT")
     assert (config.bucket_force_destroy, config.bucket_versioning, config.freeze, config.build_image) == (
         False,
-        False,
+        True,
         False,
         False,
     )
+    assert (config.bucket_soft_delete_days, config.noncurrent_version_days) == (7, 7)
+    assert (config.worker_public_ip, config.flow_logs) == (False, True)
     assert config.zone == "us-central1-b"
+
+
+BUCKET = "gcp:storage/bucket:Bucket"
+
+
+@pulumi.runtime.test
+def test_destroy_keeps_the_bucket_by_default_and_the_state_records_it(mocks, configure, exports):
+    configure(GCP_CONFIG)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        bucket = mocks.one(BUCKET)
+        # retainOnDelete travels with the registration into the state, which is what `destroy` reads.
+        assert bucket.options["retainOnDelete"] is True
+        assert bucket.inputs["forceDestroy"] is False
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_force_destroy_lets_destroy_delete_the_bucket_and_its_objects(mocks, configure, exports):
+    configure(GCP_CONFIG, bucketForceDestroy=True)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        bucket = mocks.one(BUCKET)
+        assert bucket.options["retainOnDelete"] is False
+        assert bucket.inputs["forceDestroy"] is True
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_bucket_keeps_versions_and_soft_deletes_for_a_chosen_time(mocks, configure, exports):
+    configure(GCP_CONFIG)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        bucket = mocks.one(BUCKET).inputs
+        assert bucket["versioning"] == {"enabled": True}
+        assert bucket["softDeletePolicy"] == {"retentionDurationSeconds": 7 * 86400}
+        assert bucket["lifecycleRules"] == [
+            {"action": {"type": "Delete"}, "condition": {"daysSinceNoncurrentTime": 7}}
+        ], "noncurrent versions of the queue's documents must not pile up forever"
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_soft_delete_off_and_no_versioning_are_explicit_choices(mocks, configure, exports):
+    configure(GCP_CONFIG, bucketSoftDeleteDays=0, bucketVersioning=False)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        bucket = mocks.one(BUCKET).inputs
+        assert bucket["softDeletePolicy"] == {"retentionDurationSeconds": 0}
+        assert bucket["versioning"] == {"enabled": False}
+        assert bucket.get("lifecycleRules") in (None, [])
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_subnet_has_flow_logs_and_workers_leave_through_cloud_nat(mocks, configure, exports):
+    configure(GCP_CONFIG)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        subnet = mocks.one("gcp:compute/subnetwork:Subnetwork")
+        assert subnet.inputs["logConfig"] == {
+            "aggregationInterval": "INTERVAL_5_MIN", "flowSampling": 0.5, "metadata": "INCLUDE_ALL_METADATA"
+        }
+        template = mocks.one(TEMPLATE).inputs
+        assert template["networkInterfaces"][0].get("accessConfigs") in (None, []), "no public IP on workers"
+        nat = mocks.one("gcp:compute/routerNat:RouterNat").inputs
+        assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
+        assert nat["subnetworks"] == [{"name": subnet.id, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
+        nat_urn_suffix = "gcp:compute/routerNat:RouterNat::spotshift-net-nat"
+        assert any(urn.endswith(nat_urn_suffix) for urn in mocks.one(TEMPLATE).options["dependencies"]), (
+            "workers must not boot before their way out exists"
+        )
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_worker_public_ip_replaces_cloud_nat_and_flow_logs_can_be_turned_off(mocks, configure, exports):
+    configure(GCP_CONFIG, workerPublicIp=True, flowLogs=False)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        template = mocks.one(TEMPLATE).inputs
+        assert template["networkInterfaces"][0]["accessConfigs"] == [{"networkTier": "PREMIUM"}]
+        assert mocks.of_type("gcp:compute/routerNat:RouterNat") == []
+        assert mocks.of_type("gcp:compute/router:Router") == []
+        assert mocks.one("gcp:compute/subnetwork:Subnetwork").inputs.get("logConfig") is None
+
+    return resolved(outputs).apply(check)
+
+
+@pulumi.runtime.test
+def test_registry_repository_id_is_per_stack(mocks, configure, exports):
+    configure(GCP_CONFIG, buildImage=True, image=None)
+
+    outputs = gcp_source.main()
+
+    def check(_):
+        repository = mocks.one("gcp:artifactregistry/repository:Repository").inputs
+        # The mocks run the stack named "test"; a second stack in the same project gets another id.
+        assert repository["repositoryId"] == "spotshift-registry-test"
+
+    return resolved(outputs).apply(check)

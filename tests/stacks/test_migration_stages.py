@@ -13,7 +13,8 @@ from tests.infra.pulumi_mocks import MANIFEST_DIGEST
 from tests.stacks.conftest import AZURE_CONFIG, resolved
 
 SOURCE_STACK = "acme/spotshift/gcp-source"
-SOURCE_OUTPUTS = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod", "frozen": False}
+SOURCE_OUTPUTS = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod", "frozen": False,
+                  "freeze_marker": "spotshift-freeze/marker.json"}
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
 COMPONENT = "spotshift:migration:ObjectMigration"
 DYNAMIC = "pulumi-python:dynamic/spotshift:MigrationRun"
@@ -24,7 +25,8 @@ CONTAINER = "azure-native:storage:BlobContainer"
 def deploy_stage(mocks, configure, stage: str, frozen: Any = False, **overrides: Any) -> dict[str, Any]:
     """Run azure-target at ``stage`` against a source stack exporting ``frozen``; return the resolved exports."""
     mocks.stack_outputs[SOURCE_STACK] = {**SOURCE_OUTPUTS, "frozen": frozen}
-    configure(AZURE_CONFIG, migrationStage=stage, sourceStack=SOURCE_STACK, **overrides)
+    configure(AZURE_CONFIG, migrationStage=stage, sourceStack=SOURCE_STACK, storageAllowedCidrs=["203.0.113.7"],
+              **overrides)
     values: dict[str, Any] = {}
 
     @pulumi.runtime.test

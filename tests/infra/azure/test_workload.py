@@ -86,7 +86,9 @@ def test_api_vm_is_spot_never_evicted_for_price(mocks):
         assert vm["securityProfile"] == {
             "securityType": "TrustedLaunch",
             "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+            "encryptionAtHost": True,
         }
+        assert vm["osProfile"]["allowExtensionOperations"] is False
         assert vm["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
 
     return settled().apply(check)
@@ -97,6 +99,7 @@ def test_worker_scale_set_is_spot_with_restore_and_automatic_upgrades(mocks):
     workload(worker_count=4, eviction_policy="Delete")
 
     def check(_):
+        # (the API VM follows eviction_policy; the workers are always deleted)
         vmss = mocks.one(VMSS).inputs
         profile = vmss["virtualMachineProfile"]
         assert vmss["sku"]["capacity"] == 4
@@ -312,7 +315,9 @@ def test_changed_cloud_init_replaces_the_api_vm(mocks):
     def check(_):
         vm = mocks.one(VM)
         # Engine property paths are the wire names: osProfile.customData.
-        assert vm.options["replaceOnChanges"] == ["osProfile"], "custom data, admin user and SSH keys are fixed"
+        assert vm.options["replaceOnChanges"] == ["osProfile", "securityProfile"], (
+            "custom data, admin user, SSH keys and encryption at host are fixed"
+        )
         # The NIC and its static IP belong to one VM at a time.
         assert vm.options["deleteBeforeReplace"] is True
         assert vm.inputs["networkProfile"]["networkInterfaces"][0]["deleteOption"] == "Detach"
@@ -326,7 +331,11 @@ def test_changed_cloud_init_replaces_the_scale_set_create_first(mocks):
 
     def check(_):
         vmss = mocks.one(VMSS)
-        assert vmss.options["replaceOnChanges"] == ["virtualMachineProfile.osProfile"]
+        assert vmss.options["replaceOnChanges"] == [
+            "virtualMachineProfile.osProfile",
+            "virtualMachineProfile.evictionPolicy",
+            "virtualMachineProfile.securityProfile",
+        ]
         assert vmss.options["deleteBeforeReplace"] is False
         assert "vmScaleSetName" not in vmss.inputs, "an auto-generated name lets the new set exist next to the old"
 
@@ -406,3 +415,25 @@ def test_component_outputs_give_the_migration_its_target(mocks):
 def test_image_or_build_is_required():
     with pytest.raises(ValueError, match="image or a build"):
         AzureSpotWorkload("spotshift", AzureSpotWorkloadArgs(location="westeurope", ssh_public_key=SSH_KEY))
+
+
+@pulumi.runtime.test
+def test_evicted_workers_are_deleted_while_the_api_vm_keeps_its_policy(mocks):
+    workload(eviction_policy="Deallocate")
+
+    def check(_):
+        assert mocks.one(VMSS).inputs["virtualMachineProfile"]["evictionPolicy"] == "Delete"
+        assert mocks.one(VM).inputs["evictionPolicy"] == "Deallocate"
+
+    return settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_encryption_at_host_can_be_turned_off_for_subscriptions_without_the_feature(mocks):
+    workload(encryption_at_host=False)
+
+    def check(_):
+        assert mocks.one(VM).inputs["securityProfile"]["encryptionAtHost"] is False
+        assert mocks.one(VMSS).inputs["virtualMachineProfile"]["securityProfile"]["encryptionAtHost"] is False
+
+    return settled().apply(check)

@@ -120,7 +120,8 @@ def test_bucket_is_private_uniform_and_kept_on_destroy(mocks):
         assert bucket["uniformBucketLevelAccess"] is True
         assert bucket["publicAccessPrevention"] == "enforced"
         assert bucket["forceDestroy"] is False
-        assert bucket["versioning"] == {"enabled": False}
+        assert mocks.one(BUCKET).options["retainOnDelete"] is True
+        assert bucket["versioning"] == {"enabled": True}
         assert bucket["location"] == "US-CENTRAL1"
 
     return settled().apply(check)
@@ -128,12 +129,14 @@ def test_bucket_is_private_uniform_and_kept_on_destroy(mocks):
 
 @pulumi.runtime.test
 def test_bucket_options_follow_the_args(mocks):
-    workload(bucket_force_destroy=True, bucket_versioning=True)
+    workload(bucket_force_destroy=True, bucket_versioning=False, bucket_soft_delete_days=30)
 
     def check(_):
         bucket = mocks.one(BUCKET).inputs
         assert bucket["forceDestroy"] is True
-        assert bucket["versioning"] == {"enabled": True}
+        assert mocks.one(BUCKET).options["retainOnDelete"] is False
+        assert bucket["versioning"] == {"enabled": False}
+        assert bucket["softDeletePolicy"] == {"retentionDurationSeconds": 30 * 86400}
 
     return settled().apply(check)
 
@@ -225,12 +228,13 @@ def test_user_data_configures_the_gcs_backend_without_credentials(mocks):
 def test_freeze_makes_api_read_only_and_scales_workers_to_zero(mocks):
     component = workload(freeze=True, worker_count=5)
 
-    def check(_):
+    def check(frozen):
         assert env(mocks.one(INSTANCE))["READ_ONLY"] == "true"
         assert mocks.one(MIG).inputs["targetSize"] == 0
-        assert component.frozen is True
+        assert mocks.one(MIG).inputs["waitForInstances"] is True
+        assert frozen is True
 
-    return settled().apply(check)
+    return pulumi.Output.all(settled(), component.frozen).apply(lambda values: check(values[1]))
 
 
 @pulumi.runtime.test
@@ -309,10 +313,10 @@ def test_build_pushes_to_artifact_registry_and_vms_pull_the_digest(mocks):
         assert repository["format"] == "DOCKER" and repository["location"] == "us-central1"
         assert reader["role"] == "roles/artifactregistry.reader"
         assert reader["member"] == f"serviceAccount:{SA_EMAIL}"
-        assert image["imageName"] == "us-central1-docker.pkg.dev/proj-123/spotshift-registry-images/spotshift:latest"
+        assert image["imageName"] == "us-central1-docker.pkg.dev/proj-123/spotshift-registry-test/spotshift:latest"
         assert unwrap_rpc_secret(image["registry"])["username"] == "oauth2accesstoken"
         assert image["buildOnPreview"] is False
-        digest_ref = f"us-central1-docker.pkg.dev/proj-123/spotshift-registry-images/spotshift@{DIGEST}"
+        digest_ref = f"us-central1-docker.pkg.dev/proj-123/spotshift-registry-test/spotshift@{DIGEST}"
         for typ in (INSTANCE, TEMPLATE):
             text = mocks.one(typ).inputs["metadata"]["user-data"]
             assert f"{digest_ref} " in text, typ
@@ -371,4 +375,5 @@ def test_every_component_registers_its_outputs(mocks):
     for name, outputs in components.items():
         assert outputs, f"component {name} registered no outputs"
     assert components["spotshift"]["frozen"] is False
+    assert components["spotshift"].get("freeze_marker") is None
     assert components["spotshift"]["api_url"] == f"http://{GCP_API_IP}:8080"
