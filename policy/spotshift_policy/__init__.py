@@ -1,11 +1,14 @@
 """spotshift's security baseline as CrossGuard policies (wire names, both clouds)."""
 
+from pulumi_policy import ResourceValidationPolicy
+
 from ._base import BaselinePolicy
-from .compute import ENCRYPTION_AT_HOST, NO_VM_EXTENSION_OPERATIONS, SCALE_SET_OS_UPGRADES
+from .compute import ENCRYPTION_AT_HOST, NO_VM_EXTENSION_OPERATIONS
 from .data_protection import DATA_PROTECTION_CONFIGURED, DATA_PROTECTION_ON
 from .identity import IDENTITIES_SCOPED
 from .ingress import NO_WORLD_OPEN_INGRESS
 from .login import NO_PASSWORD_LOGIN
+from .protection import DATA_STORES_PROTECTED
 from .network import SUBNET_FLOW_LOGS, WORKERS_WITHOUT_PUBLIC_IP
 from .public_access import NO_PUBLIC_STORAGE
 from .spot import SPOT_EVERYWHERE
@@ -13,7 +16,7 @@ from .storage_account import SHARED_KEYS_OFF, STORAGE_DENY_BY_DEFAULT, TLS_HTTPS
 from .user_data import NO_SECRETS_IN_USER_DATA
 
 #: Every resource policy of the pack, in the order the README lists them.
-RESOURCE_POLICIES: tuple[BaselinePolicy, ...] = (
+RESOURCE_POLICIES: tuple[ResourceValidationPolicy, ...] = (
     SPOT_EVERYWHERE,
     NO_PUBLIC_STORAGE,
     TLS_HTTPS_ONLY,
@@ -25,8 +28,8 @@ RESOURCE_POLICIES: tuple[BaselinePolicy, ...] = (
     ENCRYPTION_AT_HOST,
     NO_SECRETS_IN_USER_DATA,
     STORAGE_DENY_BY_DEFAULT,
+    DATA_STORES_PROTECTED,
     NO_VM_EXTENSION_OPERATIONS,
-    SCALE_SET_OS_UPGRADES,
     SUBNET_FLOW_LOGS,
     WORKERS_WITHOUT_PUBLIC_IP,
 )

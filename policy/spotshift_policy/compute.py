@@ -1,11 +1,9 @@
-"""Azure VM hardening: encryption at host, no extension operations on the API VM, automatic OS image upgrades."""
+"""Azure VM hardening: encryption at host, no extension operations on the API VM."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
-
-from pulumi_policy import EnforcementLevel
 
 from ._base import BaselinePolicy, dig, show
 from .types import AZURE_VM, AZURE_VMSS
@@ -31,12 +29,6 @@ def _vm_extensions(props: Mapping[str, Any], config: Mapping[str, Any]) -> Itera
         yield f"osProfile.allowExtensionOperations is {show(value)}, not false (Run Command and extensions can run code)"
 
 
-def _vmss_os_upgrades(props: Mapping[str, Any], config: Mapping[str, Any]) -> Iterator[str]:
-    value = dig(props, "upgradePolicy", "automaticOSUpgradePolicy", "enableAutomaticOSUpgrade")
-    if value is not True:
-        yield f"upgradePolicy.automaticOSUpgradePolicy.enableAutomaticOSUpgrade is {show(value)}, not true"
-
-
 ENCRYPTION_AT_HOST = BaselinePolicy(
     "encryption-at-host",
     "Azure VMs and scale sets encrypt at host (temp disks and disk caches too).",
@@ -53,9 +45,3 @@ NO_VM_EXTENSION_OPERATIONS = BaselinePolicy(
     {AZURE_VM: _vm_extensions},
 )
 
-SCALE_SET_OS_UPGRADES = BaselinePolicy(
-    "scale-set-automatic-os-upgrades",
-    "Scale sets take new OS images automatically.",
-    {AZURE_VMSS: _vmss_os_upgrades},
-    enforcement_level=EnforcementLevel.ADVISORY,
-)

@@ -52,10 +52,14 @@ def as_analyzed(props: Mapping[str, Any]) -> Any:
 
 
 def resource_args(
-    typ: str, props: Mapping[str, Any], name: str = "subject", config: Mapping[str, Any] | None = None
+    typ: str,
+    props: Mapping[str, Any],
+    name: str = "subject",
+    config: Mapping[str, Any] | None = None,
+    protect: bool = False,
 ) -> ResourceValidationArgs:
-    """``ResourceValidationArgs`` for one resource with these (wire-name) props."""
-    return ResourceValidationArgs(typ, as_analyzed(props), urn(typ, name), name, options(), None, config)
+    """``ResourceValidationArgs`` for one resource with these (wire-name) props and options."""
+    return ResourceValidationArgs(typ, as_analyzed(props), urn(typ, name), name, options(protect), None, config)
 
 
 def violations(policy: ResourceValidationPolicy, args: ResourceValidationArgs) -> list[str]:
@@ -67,10 +71,14 @@ def violations(policy: ResourceValidationPolicy, args: ResourceValidationArgs) -
 
 
 def check(
-    policy: ResourceValidationPolicy, typ: str, props: Mapping[str, Any], config: Mapping[str, Any] | None = None
+    policy: ResourceValidationPolicy,
+    typ: str,
+    props: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
+    protect: bool = False,
 ) -> list[str]:
     """The violations ``policy`` reports for one resource of ``typ`` with ``props``."""
-    return violations(policy, resource_args(typ, props, config=config))
+    return violations(policy, resource_args(typ, props, config=config, protect=protect))
 
 
 def stack_resource(typ: str, name: str, props: Mapping[str, Any], dependencies: Iterable[PolicyResource] = ()) -> PolicyResource:
@@ -123,7 +131,10 @@ def evaluate(policies: Iterable[Policy], registrations: list[Registration]) -> d
             continue
         assert isinstance(policy, ResourceValidationPolicy)
         for registration in custom:
-            found = violations(policy, resource_args(registration.type, registration.inputs, registration.name))
+            args = resource_args(
+                registration.type, registration.inputs, registration.name, protect=registration.options.get("protect", False)
+            )
+            found = violations(policy, args)
             result.checked += registration.type in getattr(policy, "resource_types", ())
             result.failed += bool(found)
             result.violations += found

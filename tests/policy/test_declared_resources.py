@@ -1,5 +1,5 @@
 """Rules against resources declared through the real SDKs under mocks: the wire names they read are the ones the
-SDKs send (``automatic_os_upgrade_policy`` -> ``automaticOSUpgradePolicy``, ``i_p_address_or_range``, ...)."""
+SDKs send (``encryption_at_host`` -> ``encryptionAtHost``, ``i_p_address_or_range`` -> ``iPAddressOrRange``, ...)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def declare_baseline() -> None:
         enable_https_traffic_only=True,
         allow_shared_key_access=False,
         network_rule_set={"default_action": "Deny", "ip_rules": [{"i_p_address_or_range": "203.0.113.7"}]},
+        opts=pulumi.ResourceOptions(protect=True),
     )
     azure_native.storage.BlobServiceProperties(
         "good-blob-service",
@@ -73,7 +74,12 @@ def declare_baseline() -> None:
         is_versioning_enabled=True,
     )
     azure_native.storage.BlobContainer(
-        "good-container", resource_group_name="rg", account_name=account.name, container_name="data", public_access="None"
+        "good-container",
+        resource_group_name="rg",
+        account_name=account.name,
+        container_name="data",
+        public_access="None",
+        opts=pulumi.ResourceOptions(protect=True),
     )
     azure_native.authorization.RoleAssignment(
         "good-role", principal_id="p", role_definition_id="/subscriptions/sub/providers/Microsoft.Authorization/roleDefinitions/ba92f5b4-2d11-453d-a403-e96b0029c9fe",
@@ -111,7 +117,7 @@ BAD_RULES = {
     "open-rule": {"no-world-open-ingress"},
     "rg-role": {"identities-scoped-to-one-store"},
     "password-vm": {"spot-everywhere", "no-password-login", "no-secrets-in-user-data"},
-    "public-container": {"no-public-storage"},
+    "public-container": {"no-public-storage", "data-stores-protected"},
 }
 
 

@@ -57,8 +57,13 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         process.stderr.close()
 
 
-def analyze(stub: analyzer_pb2_grpc.AnalyzerStub, typ: str, props: dict[str, Any], name: str = "subject") -> list[Any]:
-    request = analyzer_pb2.AnalyzeRequest(type=typ, properties=struct(props), urn=urn(typ, name), name=name)
+def analyze(
+    stub: analyzer_pb2_grpc.AnalyzerStub, typ: str, props: dict[str, Any], name: str = "subject", protect: bool = True
+) -> list[Any]:
+    request = analyzer_pb2.AnalyzeRequest(
+        type=typ, properties=struct(props), urn=urn(typ, name), name=name,
+        options=analyzer_pb2.AnalyzerResourceOptions(protect=protect),
+    )
     return list(stub.Analyze(request).diagnostics)
 
 
@@ -70,7 +75,7 @@ def test_the_pack_describes_every_rule_with_its_enforcement_level(analyzer):
     assert info.name == "spotshift-baseline"
     assert list(levels) == [policy.name for policy in POLICIES]
     assert {name for name, level in levels.items() if level == "ADVISORY"} == {
-        "scale-set-automatic-os-upgrades", "subnet-flow-logs", "workers-without-public-ip"
+        "subnet-flow-logs", "workers-without-public-ip"
     }
     assert set(levels.values()) == {"ADVISORY", "MANDATORY"}
 
@@ -85,6 +90,13 @@ def test_good_resources_pass_and_a_bad_one_is_a_mandatory_violation(analyzer):
         ("tls12-https-only", "MANDATORY")
     ]
     assert "minimumTlsVersion is 'TLS1_0'" in bad[0].message and bad[0].urn == urn(t.AZURE_ACCOUNT, "subject")
+
+
+def test_the_protect_option_reaches_the_rule(analyzer):
+    unprotected = analyze(analyzer, t.AZURE_CONTAINER, GOOD[t.AZURE_CONTAINER], protect=False)
+
+    assert [d.policyName for d in unprotected] == ["data-stores-protected"]
+    assert analyze(analyzer, t.AZURE_CONTAINER, GOOD[t.AZURE_CONTAINER]) == []
 
 
 def test_the_stack_check_runs_over_the_whole_stack(analyzer):

@@ -20,6 +20,7 @@ from policy.spotshift_policy import (
     ingress,
     login,
     network,
+    protection,
     public_access,
     spot,
     storage_account,
@@ -170,6 +171,8 @@ BAD: list[tuple[Any, str, dict[str, Any], str]] = [
     # storage-deny-by-default
     (storage_account.STORAGE_DENY_BY_DEFAULT, t.AZURE_ACCOUNT, changed(t.AZURE_ACCOUNT, "networkRuleSet", drop=True), "defaultAction is unset"),
     (storage_account.STORAGE_DENY_BY_DEFAULT, t.AZURE_ACCOUNT, changed(t.AZURE_ACCOUNT, "networkRuleSet", "defaultAction", to="Allow"), "'Allow', not 'Deny'"),
+    # data-stores-protected (the option, not a prop: the harness passes protect=True to every other case)
+    *[(protection.DATA_STORES_PROTECTED, typ, GOOD[typ], "declared without protect") for typ in (t.AZURE_ACCOUNT, t.AZURE_CONTAINER)],
     # no-password-login
     (login.NO_PASSWORD_LOGIN, t.AZURE_VM, changed(t.AZURE_VM, "osProfile", "linuxConfiguration", "disablePasswordAuthentication", to=False), "disablePasswordAuthentication is False"),
     (login.NO_PASSWORD_LOGIN, t.AZURE_VM, changed(t.AZURE_VM, "osProfile", "adminPassword", to="hunter2-Hunter2"), "adminPassword is set"),
@@ -209,8 +212,6 @@ BAD: list[tuple[Any, str, dict[str, Any], str]] = [
     (compute.ENCRYPTION_AT_HOST, t.AZURE_VMSS, changed(t.AZURE_VMSS, "virtualMachineProfile", "securityProfile", "encryptionAtHost", to=False), "virtualMachineProfile.securityProfile.encryptionAtHost is False"),
     # no-vm-extension-operations
     (compute.NO_VM_EXTENSION_OPERATIONS, t.AZURE_VM, changed(t.AZURE_VM, "osProfile", "allowExtensionOperations", drop=True), "allowExtensionOperations is unset"),
-    # scale-set-automatic-os-upgrades
-    (compute.SCALE_SET_OS_UPGRADES, t.AZURE_VMSS, changed(t.AZURE_VMSS, "upgradePolicy", "automaticOSUpgradePolicy", drop=True), "enableAutomaticOSUpgrade is unset"),
     # subnet-flow-logs
     (network.SUBNET_FLOW_LOGS, t.GCP_SUBNETWORK, changed(t.GCP_SUBNETWORK, "logConfig", drop=True), "no VPC flow logs"),
     # workers-without-public-ip
@@ -235,12 +236,12 @@ def _case_id(case: tuple[Any, str, dict[str, Any], str]) -> str:
 @pytest.mark.parametrize(("policy", "typ"), [(p, typ) for p in RESOURCE_POLICIES for typ in sorted(p.resource_types)],
                          ids=lambda value: getattr(value, "name", value))
 def test_a_resource_that_meets_the_baseline_is_not_reported(policy, typ):
-    assert check(policy, typ, GOOD[typ]) == []
+    assert check(policy, typ, GOOD[typ], protect=True) == []
 
 
 @pytest.mark.parametrize(("policy", "typ", "props", "fragment"), BAD, ids=[_case_id(case) for case in BAD])
 def test_a_deliberately_bad_resource_is_reported(policy, typ, props, fragment):
-    found = check(policy, typ, props)
+    found = check(policy, typ, props, protect=policy is not protection.DATA_STORES_PROTECTED)
 
     assert any(fragment in message for message in found), f"{policy.name} on {typ}: {found}"
     assert all(message.startswith(f"{typ} 'subject': ") for message in found), found

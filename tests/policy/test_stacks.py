@@ -17,7 +17,8 @@ from tests.stacks.conftest import AZURE_CONFIG, GCP_CONFIG, resolved
 
 SOURCE_STACK = "acme/spotshift/gcp-source"
 #: What a frozen gcp-source stack exports to azure-target's sync and cutover stages.
-SOURCE_OUTPUTS = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod", "frozen": True}
+SOURCE_OUTPUTS = {"bucket_name": "spotshift-state-4f2a", "project": "acme-prod", "frozen": True,
+                  "freeze_marker": "spotshift-freeze/marker.json"}
 #: The cutover's record, as a decommissioned stage is given it.
 MIGRATION_RECORD = {
     "source_stack": SOURCE_STACK,
@@ -32,8 +33,8 @@ MIGRATION_RECORD = {
 #: The config each azure-target stage needs on top of AZURE_CONFIG; a stage missing here fails its test.
 STAGE_CONFIG: dict[str, dict[str, Any]] = {
     "provision": {},
-    "sync": {"sourceStack": SOURCE_STACK, "syncRound": 1},
-    "cutover": {"sourceStack": SOURCE_STACK, "syncRound": 2},
+    "sync": {"sourceStack": SOURCE_STACK, "syncRound": 1, "storageAllowedCidrs": ["203.0.113.7"]},
+    "cutover": {"sourceStack": SOURCE_STACK, "syncRound": 2, "storageAllowedCidrs": ["203.0.113.7"]},
     "decommissioned": {"migrationRecord": json.dumps(MIGRATION_RECORD)},
 }
 #: The API and SSH opened to named networks, and the image built into each cloud's own registry.
@@ -56,31 +57,7 @@ STACKS: dict[str, tuple[Any, dict[str, Any]]] = {
     "azure-target-open-built": (azure_target, {**AZURE_CONFIG, **OPEN_AND_BUILT}),
 }
 
-#: Findings of issue 10 that helper branch i10a closes in the stacks, by rule and cloud. Strict: once the
-#: merged stacks meet a rule, its entry must go (an unexpected pass fails the run).
-AWAITING_STACK_CHANGE: dict[tuple[str, str], str] = {
-    ("data-protection-on", "gcp"): "bucket versioning on and an explicit softDeletePolicy",
-    ("subnet-flow-logs", "gcp"): "subnet logConfig (spotshift:flowLogs)",
-    ("workers-without-public-ip", "gcp"): "no accessConfigs on the worker template (spotshift:workerPublicIp, Cloud NAT)",
-    ("spot-everywhere", "azure"): "scale set evictionPolicy Delete",
-    ("encryption-at-host", "azure"): "securityProfile.encryptionAtHost on the VM and the scale set",
-    ("storage-deny-by-default", "azure"): "networkRuleSet.defaultAction Deny (spotshift:storageAllowedCidrs)",
-    ("no-vm-extension-operations", "azure"): "osProfile.allowExtensionOperations false on the API VM",
-    ("scale-set-automatic-os-upgrades", "azure"): "upgradePolicy.automaticOSUpgradePolicy on the scale set",
-    ("data-protection-configured", "azure"): "BlobServiceProperties with soft delete and versioning",
-}
-
 _RESULTS: dict[str, dict[str, RuleResult]] = {}
-
-
-def _cases() -> list[Any]:
-    cases = []
-    for stack in STACKS:
-        for policy in POLICIES:
-            waiting = AWAITING_STACK_CHANGE.get((policy.name, "gcp" if stack.startswith("gcp") else "azure"))
-            marks = [pytest.mark.xfail(strict=True, reason=f"stack change pending: {waiting}")] if waiting else []
-            cases.append(pytest.param(stack, policy.name, marks=marks, id=f"{stack}-{policy.name}"))
-    return cases
 
 
 def deployed(stack: str) -> dict[str, RuleResult]:
@@ -111,7 +88,8 @@ def deployed(stack: str) -> dict[str, RuleResult]:
     return _RESULTS[stack]
 
 
-@pytest.mark.parametrize(("stack", "rule"), _cases())
+@pytest.mark.parametrize("rule", [policy.name for policy in POLICIES])
+@pytest.mark.parametrize("stack", list(STACKS))
 def test_the_stack_as_declared_meets_the_rule(stack, rule, exports, pass_counts):
     result = deployed(stack)[rule]
 
@@ -130,7 +108,7 @@ def test_the_baseline_rules_see_resources_of_every_stack(stack, exports):
                 "workers-without-public-ip", "data-protection-configured"},
         "azure": {"spot-everywhere", "no-public-storage", "tls12-https-only", "shared-keys-off", "no-password-login",
                   "no-world-open-ingress", "identities-scoped-to-one-store", "encryption-at-host", "no-secrets-in-user-data",
-                  "storage-deny-by-default", "no-vm-extension-operations", "scale-set-automatic-os-upgrades",
+                  "storage-deny-by-default", "no-vm-extension-operations", "data-protection-on",
                   "data-protection-configured"},
     }[cloud]
 
