@@ -119,7 +119,7 @@ def load_config() -> AzureTargetConfig:
                 f"spotshift:storageAllowedCidrs takes public IPv4 addresses only; the account's firewall refuses "
                 f"private ranges (got {cidr}): use the public address your traffic leaves from"
             )
-    if stage != "provision" and not storage_cidrs:
+    if stage in ("sync", "cutover") and not storage_cidrs:
         raise ConfigError(
             f"spotshift:storageAllowedCidrs is required when spotshift:migrationStage is {stage}: the storage "
             "account denies every network but the workload's subnet, and the migration writes from the machine "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from infra.gcp.freeze import FREEZE_MARKER_KEY
@@ -57,6 +59,13 @@ def test_round_without_a_freeze_marker_input_does_not_check_write_times(
     assert result.outs["verified"] is True
 
 
+@pytest.fixture
+def seeded_source_without_marker(gcs_store):
+    """A source bucket that says nothing about a freeze."""
+    gcs_store.put("jobs/0001.json", b"{}")
+    return gcs_store
+
+
 def test_missing_freeze_marker_refuses_the_cutover(seeded_source_without_marker, fake_gcs, gcs_bucket, azurite,
                                                   azure_container):
     provider = MigrationProvider()
@@ -66,13 +75,6 @@ def test_missing_freeze_marker_refuses_the_cutover(seeded_source_without_marker,
                                   freeze_marker=FREEZE_MARKER_KEY))
 
 
-@pytest.fixture
-def seeded_source_without_marker(gcs_store):
-    """A source bucket that says nothing about a freeze."""
-    gcs_store.put("jobs/0001.json", b"{}")
-    return gcs_store
-
-
 def test_refusal_names_a_few_keys_and_counts_the_rest(local_store):
     local_store.put_json(FREEZE_MARKER_KEY, {"frozen": True})
     late = [f"results/{index:03d}.png" for index in range(8)]
@@ -80,10 +82,8 @@ def test_refusal_names_a_few_keys_and_counts_the_rest(local_store):
         local_store.put(key, b"late")
     marker = local_store.head(FREEZE_MARKER_KEY)
     # LocalStore's update time is the file's mtime: push the marker back so the order is certain.
-    import os
-
-    path = local_store.root / FREEZE_MARKER_KEY
-    os.utime(path, (marker.updated.timestamp() - 60, marker.updated.timestamp() - 60))
+    earlier = marker.updated.timestamp() - 60
+    os.utime(local_store.root / FREEZE_MARKER_KEY, (earlier, earlier))
 
     with pytest.raises(LateWriteError) as refused:
         check_no_writes_after_freeze(local_store, FREEZE_MARKER_KEY)
@@ -103,3 +103,5 @@ def test_check_looks_only_under_the_migrated_prefix(local_store):
     frozen_at = check_no_writes_after_freeze(local_store, FREEZE_MARKER_KEY, prefix="data/")
 
     assert frozen_at == marker.updated
+    with pytest.raises(LateWriteError, match="other/later.txt"):
+        check_no_writes_after_freeze(local_store, FREEZE_MARKER_KEY, prefix="other/")
