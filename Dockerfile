@@ -14,7 +14,11 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY migration ./migration
 COPY infra ./infra
-RUN pip install --no-cache-dir .
+# No extras: the workload set only. Pulumi and its providers (the `infra` extra, ~700 MiB)
+# stay out of the image every Spot VM pulls; app.workload_guard refuses them at run time.
+# pip (and setuptools, where the base's venv has it) is dropped afterwards: nothing installs at run time.
+RUN pip install --no-cache-dir . \
+    && python -m pip uninstall --yes --quiet pip setuptools
 
 FROM ${PYTHON_IMAGE}
 ENV PATH="/opt/venv/bin:${PATH}" \

@@ -11,19 +11,21 @@ POLICY_PY := $(POLICY_VENV)/bin/python
 POLICY_STAMP := $(POLICY_VENV)/.spotshift-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test demo bench lint clean system-tools rclone policy-setup
+.PHONY: help setup test demo bench lint clean system-tools rclone image screenshots policy-setup
 
 help:
 	@echo "make demo   - set up and run the local migration rehearsal on the emulators"
 	@echo "make test   - set up and run the full test suite"
 	@echo "make bench  - set up and run the migration benchmark (engine vs seed loop vs rclone)"
-	@echo "make clean  - remove the venv, node_modules and reports"
+	@echo "make image  - build the workload container image (IMAGE=spotshift:dev) with Docker or podman"
+	@echo "make clean  - remove the venv, node_modules, reports and test artefacts"
+	@echo "make screenshots - re-take the README screenshots (tools/screenshots/) in chromium"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "spotshift needs Python 3.11+, found " + sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,infra]'
 	@touch $@
 
 $(AZURITE): tools/package.json tools/package-lock.json
@@ -38,7 +40,7 @@ setup: $(STAMP) $(AZURITE)
 $(POLICY_STAMP): pyproject.toml policy/requirements.txt
 	@test -x $(POLICY_PY) || $(PYTHON) -m venv $(POLICY_VENV)
 	$(POLICY_PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(POLICY_PY) -m pip install $(PIP_FLAGS) -e '.[dev,policy]' -r policy/requirements.txt
+	$(POLICY_PY) -m pip install $(PIP_FLAGS) -e '.[dev,infra,policy]' -r policy/requirements.txt
 	@touch $@
 
 policy-setup: $(POLICY_STAMP)
@@ -51,6 +53,13 @@ system-tools:
 	    echo "installing cloud-init (schema validator) from apt"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cloud-init >/dev/null; \
 	  else echo "note: cloud-init not installed and cannot install it here (need root + apt-get)"; fi; \
+	fi
+	@# The browser test drives Debian's chromium through Playwright (never `playwright install`).
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (browser test) from apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium not installed and cannot install it here (need root + apt-get)"; fi; \
 	fi
 
 rclone:
@@ -70,8 +79,19 @@ demo: setup
 bench: setup rclone
 	$(PY) bench/bench_migration.py
 
+# The workload image (no Pulumi in it), with whichever engine is here: Docker first, else podman.
+IMAGE ?= spotshift:dev
+image:
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null; then podman build -t $(IMAGE) .; \
+	else echo "make image needs Docker or podman (../shared/tools/build-image-offline.sh builds without a registry)" >&2; exit 2; fi
+
+# Re-take the README's screenshots (tools/screenshots/) with the browser test.
+screenshots: setup system-tools
+	SPOTSHIFT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/app/test_browser.py -q
+
 lint: setup
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
 
 clean:
-	rm -rf $(VENV) $(POLICY_VENV) tools/node_modules rehearsal-report.json rehearsal-report.html rehearsal-logs .pytest_cache
+	rm -rf $(VENV) $(POLICY_VENV) tools/node_modules rehearsal-report.json rehearsal-report.html rehearsal-logs .pytest_cache tests/artifacts

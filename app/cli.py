@@ -54,9 +54,12 @@ def api(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8080,
 ) -> None:
     """Serve the HTTP API: upload page, jobs, results, /healthz, /readyz, /metrics."""
-    from app.api.server import serve
+    from app.workload_guard import no_infra_imports
 
-    _configured(lambda settings: serve(host, port, settings))
+    with no_infra_imports():
+        from app.api.server import serve
+
+        _configured(lambda settings: serve(host, port, settings))
 
 
 @cli.command()
@@ -64,9 +67,12 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Exit once no job is queued or in progress.")] = False,
 ) -> None:
     """Process queued jobs until SIGTERM/SIGINT or an eviction notice (or, with --burst, until the queue is empty)."""
-    from app.worker import run_worker
+    from app.workload_guard import no_infra_imports
 
-    code = _configured(lambda settings: run_worker(settings, burst=burst))
+    with no_infra_imports():
+        from app.worker import run_worker
+
+        code = _configured(lambda settings: run_worker(settings, burst=burst))
     raise typer.Exit(code)
 
 

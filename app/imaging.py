@@ -74,6 +74,9 @@ def grayscale_png(data: bytes, max_pixels: int) -> bytes:
     """Return ``data`` as an upright 8-bit grayscale PNG; ``ImageError`` for undecodable input."""
     with _open(io.BytesIO(data), max_pixels) as image:
         try:
+            # A colour JPEG decodes straight to its luma channel: no RGB buffer four times the
+            # size of the result (a no-op for other formats, which convert below).
+            image.draft("L", None)
             image.load()
             upright = ImageOps.exif_transpose(image)
             gray = upright.convert("L")

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     """Largest accepted upload."""
     MAX_IMAGE_PIXELS: int = Field(40_000_000, gt=0)
     """Largest accepted image area (decompression-bomb cap)."""
+    JOB_TIMEOUT_SECONDS: float = Field(120.0, gt=0)
+    """Longest one job's decode + transform may run; its child process is then killed and the job retried."""
+    JOB_MEMORY_MB: int = Field(1024, ge=128)
+    """Address-space cap of the child process that decodes a job (RLIMIT_AS); an image needing more fails."""
     READ_ONLY: bool = False
     """Cutover freeze: the API refuses writes and workers stop claiming."""
     WORKER_ID: str = Field(default_factory=_default_worker_id, min_length=1)

@@ -5,6 +5,11 @@ job finishing, the lease being lost to another worker, and a drain request
 (SIGTERM, SIGINT or an eviction notice). A draining worker claims nothing new
 and gives its job ``WORKER_GRACE_SECONDS`` to finish; past that it releases
 the lease so another worker can start at once, and exits.
+
+The default transform runs in a child process (``app.imaging_sandbox``) so a
+job is bounded: after ``JOB_TIMEOUT_SECONDS`` its child is killed and the job
+retried (failed with the reason once ``MAX_ATTEMPTS`` are used), and the child's
+address space is capped at ``JOB_MEMORY_MB``. The worker carries on either way.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.imaging import ImageError, configure, grayscale_png
+from app.imaging_sandbox import MIB, ChildTransform, JobLimitExceeded, JobOutOfMemory
 from app.queue import Claim, LeaseLost, Queue
 from app.settings import Settings
 from app.storage.base import ObjectNotFound, ObjectStore, StorageConfigError, StorageError, TransientStorageError
@@ -32,6 +38,16 @@ MAX_STORAGE_FAILURES = 5
 
 class StorageLost(Exception):
     """The store is unreachable or misconfigured: the worker must stop."""
+
+
+def bounded_transform(settings: Settings) -> ChildTransform:
+    """The grayscale transform in a child process, bounded by the job time and memory limits."""
+    return ChildTransform(
+        functools.partial(grayscale_png, max_pixels=settings.MAX_IMAGE_PIXELS),
+        timeout=settings.JOB_TIMEOUT_SECONDS,
+        memory_bytes=settings.JOB_MEMORY_MB * MIB,
+        initializer=functools.partial(configure, settings.MAX_IMAGE_PIXELS),
+    )
 
 
 class _Task(threading.Thread):
@@ -90,7 +106,8 @@ class Worker:
         store: where the queue lives.
         settings: lease length, attempts, grace period, poll interval, worker id.
         queue: a ready Queue (default: built from ``store`` and ``settings``).
-        process: input bytes -> result bytes (default: grayscale PNG).
+        process: input bytes -> result bytes, run in a thread of this process
+            (default: grayscale PNG in a bounded child process, ``bounded_transform``).
     """
 
     def __init__(
@@ -104,7 +121,8 @@ class Worker:
         self.settings = settings
         self.worker_id = settings.WORKER_ID
         self.queue = queue or Queue.from_settings(store, settings)
-        self._process = process or functools.partial(grayscale_png, max_pixels=settings.MAX_IMAGE_PIXELS)
+        self._owns_process = process is None
+        self._process = process or bounded_transform(settings)
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._deadline = float("inf")
@@ -160,6 +178,17 @@ class Worker:
             while not until_empty and not self._stopping.wait(self.settings.WORKER_POLL_SECONDS):
                 pass
             return
+        try:
+            self._loop(until_empty)
+        finally:
+            if self._owns_process and isinstance(self._process, ChildTransform):
+                self._process.close()
+        log.info(
+            "worker %s: stopped (%s); %d done, %d failed",
+            self.worker_id, self.stop_reason or "queue empty", self.done, self.failed,
+        )
+
+    def _loop(self, until_empty: bool) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
@@ -182,10 +211,6 @@ class Worker:
                 backoff = min(30.0, self.settings.WORKER_POLL_SECONDS * 2**failures)
                 log.warning("worker %s: storage error (%s), retrying in %.1fs", self.worker_id, exc, backoff)
                 self._stopping.wait(backoff)
-        log.info(
-            "worker %s: stopped (%s); %d done, %d failed",
-            self.worker_id, self.stop_reason or "queue empty", self.done, self.failed,
-        )
 
     def _handle(self, claim: Claim) -> None:
         job_id = claim.job_id
@@ -198,6 +223,8 @@ class Worker:
             outcome = self._wait(task, renewer)
         finally:
             renewer.stop()
+        if outcome != "done":
+            self._cancel()
         if outcome == "lost":
             log.warning("worker %s: job %s: lease lost to another worker, abandoning it", self.worker_id, job_id)
             return
@@ -209,6 +236,12 @@ class Worker:
             self._finish(claim, task)
         except LeaseLost:
             log.warning("worker %s: job %s: lease lost before the job was recorded", self.worker_id, job_id)
+
+    def _cancel(self) -> None:
+        """Stop a transform still running for a job this worker gave up (a child process can be killed)."""
+        cancel = getattr(self._process, "cancel", None)
+        if callable(cancel):
+            cancel()
 
     def _wait(self, task: _Task, renewer: _LeaseRenewer) -> str:
         while True:
@@ -232,6 +265,17 @@ class Worker:
         elif isinstance(error, ImageError):
             self.queue.fail(claim, f"invalid image: {error}")
             self.failed += 1
+        elif isinstance(error, JobOutOfMemory):
+            # The same input needs the same memory next time: retrying cannot help.
+            log.warning("worker %s: job %s: %s", self.worker_id, job_id, error)
+            self.queue.fail(claim, f"over the memory limit: {error}")
+            self.failed += 1
+        elif isinstance(error, JobLimitExceeded):
+            # Timed out or its process died: the worker is fine; the job gets another attempt.
+            log.warning("worker %s: job %s: %s", self.worker_id, job_id, error)
+            job = self.queue.retry(claim, str(error))
+            if job["status"] == "failed":
+                self.failed += 1
         elif isinstance(error, ObjectNotFound):
             self.queue.fail(claim, f"input missing: {error}")
             self.failed += 1

@@ -5,22 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api.errors import install_error_handlers
 from app.api.metrics import LatencyMiddleware, Metrics
 from app.api.routes import router
 from app.settings import Settings, load_settings
-from app.storage.base import ObjectStore, StorageError
+from app.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
-
-async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("%s %s: storage error: %s", request.method, request.url.path, exc)
-    return JSONResponse({"detail": "storage unavailable"}, status_code=503, headers={"Retry-After": "30"})
+#: The page's own CSS and JS (no CDN: VMs may have no internet).
+STATIC_URL = "/static"
+#: Swagger UI's assets, as shipped inside the fastapi-offline package.
+DOCS_STATIC_URL = "/static/docs"
 
 
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None) -> FastAPI:
@@ -35,16 +38,22 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         finally:
             app.state.store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="spotshift",
         version=__version__,
         summary="Upload an image, get it back in grayscale; jobs run on spot VMs.",
         lifespan=lifespan,
+        static_url=DOCS_STATIC_URL,
+        # ReDoc's bundle fetches its logo from a CDN; Swagger UI alone works fully offline.
+        redoc_url=None,
+        favicon_url=f"{STATIC_URL}/favicon.svg",
     )
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = Metrics()
+    static = resources.files("app.api").joinpath("static")
+    app.mount(STATIC_URL, StaticFiles(directory=str(static)), name="static")
     app.include_router(router)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
-    app.add_exception_handler(StorageError, _storage_unavailable)
+    install_error_handlers(app)
     return app

@@ -17,6 +17,16 @@ against fake-gcs-server with 32 threads:
 * requests' per-call proxy/netrc lookups are switched off for the SDK's own
   calls (``tune_session``), which halves their client CPU per small request.
 
+Retries: idempotent reads retry throttling (429), 5xx and connection errors
+with api_core's truncated exponential backoff and full jitter; writes and
+deletes (conditional ones included: a precondition makes a retry safe) use
+the same policy from a 1 s base, since Cloud Storage allows about one write
+a second to one object name and answers 429 beyond it. A conditional write
+whose first attempt landed but whose answer was lost (a 5xx or a dropped
+connection) meets its own write on the retry (412): the store then reads the
+object back and, if it holds exactly the bytes and metadata just sent, reports
+the write as done. Retries that run out of time raise ``TransientStorageError``.
+
 Errors: a missing object is ``ObjectNotFound``; a missing bucket is
 ``StorageConfigError`` (real GCS says so in the 404; fake-gcs-server does not,
 so the first 404 on a bucket not yet seen working costs one listing request
@@ -32,6 +42,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import google.auth.exceptions as auth_exceptions
@@ -43,6 +54,7 @@ from google.auth.transport.requests import AuthorizedSession
 from google.auth.transport.requests import Request as AuthRequest
 from google.cloud import storage
 from google.cloud.storage import __version__ as _SDK_VERSION
+from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ._transfer import BodyAborted, CheckedBody, http_pool, prefetch, tune_session
@@ -149,8 +161,8 @@ class GcsStore(ObjectStore):
                 ``close``; its HTTP session is tuned like the store's own).
             pool_size: HTTP connections kept for concurrent calls.
             timeout: seconds for connecting and for each read.
-            retry_deadline: seconds to keep retrying idempotent calls on
-                throttling, 5xx and connection errors; 0 disables retries.
+            retry_deadline: seconds to keep retrying a call on throttling (429),
+                5xx and connection errors; 0 disables retries.
             single_request_max: bodies up to this size are buffered and sent
                 in one request; larger ones use a resumable upload.
             resumable_chunk: resumable upload piece size (multiple of 256 KiB).
@@ -190,8 +202,17 @@ class GcsStore(ObjectStore):
         self._bucket = client.bucket(bucket)
         self._media_prefix = f"{endpoint}/download/storage/v1/b/{quote(bucket, safe='')}/o/"
         self._timeout = timeout
+        self._retry_deadline = retry_deadline
         self._retry = (
             DEFAULT_RETRY.with_delay(initial=0.25, maximum=8.0, multiplier=2.0).with_timeout(retry_deadline)
+            if retry_deadline > 0
+            else None
+        )
+        # Writes start slower: the per-object mutation limit is about one a second. Every write
+        # retries, not only conditional ones (the SDK's DEFAULT_RETRY_IF_GENERATION_SPECIFIED):
+        # an unconditional put here sends a whole object of fixed bytes, so repeating it is harmless.
+        self._write_retry = (
+            DEFAULT_RETRY.with_delay(initial=1.0, maximum=16.0, multiplier=2.0).with_timeout(retry_deadline)
             if retry_deadline > 0
             else None
         )
@@ -222,11 +243,26 @@ class GcsStore(ObjectStore):
             yield
         except StorageError:
             raise
-        except (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError, *_TRANSPORT_ERRORS) as err:
+        except api_exceptions.RetryError as err:
+            # The retry deadline ran out: report the last failure, as transient.
+            last = err.cause
+            detail = self._translate(last, key, bucket_call=bucket_call) if last is not None else None
+            if detail is not None and not isinstance(detail, TransientStorageError):
+                raise detail from err
+            where = f"{self.url}/{key}" if key else self.url
+            reason = str(detail).removeprefix(f"{where}: ") if detail is not None else err.message
+            raise TransientStorageError(
+                f"{where}: still failing after retrying for {self._retry_deadline:g}s: {reason}"
+            ) from err
+        except (
+            api_exceptions.GoogleAPICallError, InvalidResponse, auth_exceptions.GoogleAuthError, *_TRANSPORT_ERRORS
+        ) as err:
             raise self._translate(err, key, bucket_call=bucket_call) from err
 
     def _translate(self, err: Exception, key: str | None, *, bucket_call: bool) -> StorageError:
         where = f"{self.url}/{key}" if key else self.url
+        if isinstance(err, InvalidResponse):  # a media upload's answer, as seen inside a retry
+            err = api_exceptions.from_http_status(err.response.status_code, _error_message(err.response.content))
         if isinstance(err, api_exceptions.GoogleAPICallError):
             code = err.code or 0
             reason_text = (_URL_PREFIX.sub("", str(err.message or "")).strip().splitlines() or [""])[0]
@@ -333,16 +369,25 @@ class GcsStore(ObjectStore):
             # Sent in the object resource: real GCS re-checks them at finalization.
             blob.md5_hash = _hex_to_b64(hasher.md5)
             blob.crc32c = _hex_to_b64(hasher.crc32c)
-            with self._errors(key):
-                blob.upload_from_file(
-                    io.BytesIO(data),
-                    size=len(data),
-                    content_type=content_type,
-                    if_generation_match=generation,
-                    checksum=None,
-                    timeout=self._timeout,
-                    retry=self._retry,
-                )
+            retried: list[Exception] = []
+            try:
+                with self._errors(key):
+                    blob.upload_from_file(
+                        io.BytesIO(data),
+                        size=len(data),
+                        content_type=content_type,
+                        if_generation_match=generation,
+                        checksum=None,
+                        timeout=self._timeout,
+                        retry=self._tracked(self._write_retry, retried),
+                    )
+            except PreconditionFailed:
+                if generation is None or not retried:
+                    raise
+                landed = self._own_landed_write(key, hasher, metadata)
+                if landed is None:
+                    raise
+                return landed
             self._bucket_ok = True
             return blob_info(blob)
         if generation is not None and self._emulator:
@@ -370,6 +415,33 @@ class GcsStore(ObjectStore):
             raise stream.error from None  # type: ignore[misc]
         self._bucket_ok = True
         return blob_info(blob)
+
+    @staticmethod
+    def _tracked(retry: Any, retried: list[Exception]) -> Any:
+        """``retry`` that also records each error it decided to retry."""
+        if retry is None:
+            return None
+        should_retry = retry._predicate  # api_core keeps the predicate only there
+
+        def predicate(exc: Exception) -> bool:
+            if should_retry(exc):
+                retried.append(exc)
+                return True
+            return False
+
+        return retry.with_predicate(predicate)
+
+    def _own_landed_write(self, key: str, hasher: Hasher, metadata: dict[str, str] | None) -> ObjectInfo | None:
+        """After a retried conditional write lost to a 412: the stored object, if it is exactly what was sent."""
+        try:
+            current = self.head(key)
+        except StorageError:
+            return None
+        if (current.md5, current.crc32c, current.size) != (hasher.md5, hasher.crc32c, hasher.size):
+            return None
+        if current.metadata != dict(metadata or {}):
+            return None
+        return current
 
     def _media_url(self, key: str) -> str:
         return f"{self._media_prefix}{quote(key, safe='~')}?alt=media"
@@ -458,10 +530,17 @@ class GcsStore(ObjectStore):
         if generation is not None and self._emulator:
             self._check_emulated_precondition(key, generation)
         blob = storage.Blob(key, self._bucket)
+        retried: list[Exception] = []
         try:
             with self._errors(key):
-                blob.delete(if_generation_match=generation, timeout=self._timeout, retry=self._retry)
+                blob.delete(
+                    if_generation_match=generation,
+                    timeout=self._timeout,
+                    retry=self._tracked(self._write_retry, retried),
+                )
         except ObjectNotFound:
+            if retried:
+                return  # an earlier attempt deleted it and its answer was lost
             if if_version is not None:
                 raise PreconditionFailed(f"{self.url}/{key}: precondition failed (object is gone)") from None
             if missing_ok:

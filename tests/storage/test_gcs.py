@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Callable
 
 import google_crc32c
 import pytest
@@ -19,9 +20,14 @@ from app.storage import (
     StorageError,
     TransientStorageError,
 )
+from app.queue import Queue
+from app.settings import Settings
 from app.storage.emulators import FakeGcsServer, free_port
 from app.storage.gcs import GcsStore
+from app.worker import Worker
+from tests.app.images import png_bytes
 from tests.storage.stub_http import Reply, StubServer
+from tests.storage.write_rate_proxy import WriteRateProxy
 
 pytestmark = pytest.mark.emulator
 
@@ -273,3 +279,189 @@ def test_downloads_honour_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> No
 
     assert body == b"via proxy"
     assert proxy.requests[0][1].startswith(f"http://{unreachable}/download/storage/v1/b/proxied/o/some%2Fkey")
+
+
+# -- retries: 429 (the per-object write limit) and 503, with backoff and jitter ------------------
+
+
+class RetryClock:
+    """Stands in for ``time`` inside api_core's retry loop: sleeps are recorded and move a fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def retry_clock(monkeypatch: pytest.MonkeyPatch) -> RetryClock:
+    """Make api_core's retries instant and record the backoff they chose."""
+    from google.api_core.retry import retry_base, retry_unary
+
+    clock = RetryClock()
+    monkeypatch.setattr(retry_unary, "time", clock)
+    monkeypatch.setattr(retry_base, "time", clock)
+    return clock
+
+
+@pytest.fixture
+def retrying_stub_gcs(monkeypatch: pytest.MonkeyPatch):
+    """Like ``stub_gcs``, but the store retries for up to 30 (fake) seconds; yields (store, server) pairs."""
+    servers: list[StubServer] = []
+
+    def start(router) -> tuple[GcsStore, StubServer]:
+        server = StubServer(router).__enter__()
+        servers.append(server)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        return GcsStore("stub-bucket", project="stub", retry_deadline=30), server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def throttled(failures: int, status: int, then: Reply) -> Callable[[str, str], Reply]:
+    """A router that answers ``status`` to the first ``failures`` requests, then ``then``."""
+    seen = []
+
+    def router(method: str, path: str) -> Reply:
+        seen.append(path)
+        if len(seen) <= failures:
+            return Reply.json(status, {"error": {"code": status, "message": "rate limit for object mutation"}})
+        return then
+
+    return router
+
+
+def resource(data: bytes, generation: int, **extra: object) -> dict[str, object]:
+    """The JSON API object resource of ``data`` stored as ``k``."""
+    return {
+        "name": "k", "bucket": "stub-bucket", "size": str(len(data)), "generation": str(generation),
+        "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode(), "crc32c": crc32c_b64(data), **extra,
+    }
+
+
+def test_conditional_create_retries_429_with_jittered_exponential_backoff(retrying_stub_gcs, retry_clock) -> None:
+    store, server = retrying_stub_gcs(throttled(4, 429, Reply.json(200, resource(b"lease", 7))))
+    info = store.put("k", b"lease", if_absent=True)
+
+    server_requests = [path for _, path in server.requests]
+    assert info.version == "7"
+    assert len(server_requests) == 5
+    assert all("ifGenerationMatch=0" in path for path in server_requests), "every attempt kept the precondition"
+    # Writes back off from a 1 s base, doubling; full jitter draws each wait below its cap.
+    assert len(retry_clock.sleeps) == 4
+    assert all(0 <= wait <= cap for wait, cap in zip(retry_clock.sleeps, (1, 2, 4, 8), strict=True))
+    assert len(set(retry_clock.sleeps)) == 4, "waits are jittered, not fixed"
+
+
+def test_conditional_replace_and_delete_retry_503(retrying_stub_gcs, retry_clock) -> None:
+    store, server = retrying_stub_gcs(throttled(2, 503, Reply.json(200, resource(b"job v2", 9))))
+
+    info = store.put("k", b"job v2", if_version="8")
+
+    assert info.version == "9"
+    deletes = throttled(2, 503, Reply(204))
+    # Against an emulator host the store reads the generation first (fake-gcs-server ignores it on DELETE).
+    store, server = retrying_stub_gcs(
+        lambda method, path: deletes(method, path) if method == "DELETE" else Reply.json(200, resource(b"job v2", 9))
+    )
+    store.delete("k", if_version="9")
+    assert [method for method, _ in server.requests if method == "DELETE"] == ["DELETE"] * 3
+
+
+@pytest.mark.parametrize("call", ["head", "stream", "list"])
+def test_reads_retry_429(retrying_stub_gcs, retry_clock, call: str) -> None:
+    listing = {"kind": "storage#objects", "items": [resource(b"x", 1)]}
+    body = {"head": Reply.json(200, resource(b"x", 1)), "list": Reply.json(200, listing),
+            "stream": Reply(200, {"Content-Type": "application/octet-stream"}, b"x")}[call]
+    store, server = retrying_stub_gcs(throttled(3, 429, body))
+
+    result = {"head": lambda: store.head("k").size, "list": lambda: len(list(store.list())),
+              "stream": lambda: len(b"".join(store.stream("k")))}[call]()
+
+    assert result == 1
+    assert len(retry_clock.sleeps) == 3
+
+
+def test_throttling_that_outlasts_the_retry_deadline_is_a_transient_error(retrying_stub_gcs, retry_clock) -> None:
+    store, server = retrying_stub_gcs(throttled(10**6, 429, Reply(200)))
+
+    with pytest.raises(TransientStorageError, match=r"still failing after retrying for 30s: .*HTTP 429") as caught:
+        store.put("k", b"x", if_absent=True)
+    with pytest.raises(TransientStorageError, match="HTTP 429"):
+        store.head("k")
+
+    assert sum(retry_clock.sleeps) <= 60
+    assert caught.value.__cause__ is not None
+
+
+def test_a_conditional_write_that_landed_before_its_answer_was_lost_counts_as_done(
+    retrying_stub_gcs, retry_clock
+) -> None:
+    data = b'{"worker": "w1", "expires": 1700000060}'
+    answers = iter([Reply.json(503, {"error": {"code": 503, "message": "backend error"}}),
+                    Reply.json(412, {"error": {"code": 412, "message": "conditionNotMet"}})])
+
+    def router(method: str, path: str) -> Reply:
+        if method == "POST":
+            return next(answers)  # the first attempt stored the object, its answer was a 503
+        return Reply.json(200, resource(data, 42))
+
+    store, server = retrying_stub_gcs(router)
+
+    info = store.put("k", data, if_absent=True)
+
+    assert info.version == "42"
+    assert [method for method, _ in server.requests] == ["POST", "POST", "GET"]
+
+
+def test_a_retried_conditional_write_that_meets_another_writers_object_still_fails(
+    retrying_stub_gcs, retry_clock
+) -> None:
+    answers = iter([Reply.json(503, {"error": {"code": 503, "message": "backend error"}}),
+                    Reply.json(412, {"error": {"code": 412, "message": "conditionNotMet"}})])
+    store, server = retrying_stub_gcs(
+        lambda method, path: next(answers) if method == "POST" else Reply.json(200, resource(b"someone else", 5))
+    )
+
+    with pytest.raises(PreconditionFailed):
+        store.put("k", b"mine", if_absent=True)
+
+
+def test_a_precondition_failure_without_retries_reads_nothing_back(retrying_stub_gcs, retry_clock) -> None:
+    store, server = retrying_stub_gcs(lambda method, path: Reply.json(412, {"error": {"code": 412, "message": "no"}}))
+
+    with pytest.raises(PreconditionFailed):
+        store.put("k", b"mine", if_absent=True)
+
+    assert [method for method, _ in server.requests] == ["POST"]
+
+
+@pytest.mark.slow
+def test_the_job_flow_survives_the_per_object_write_rate_limit(
+    fake_gcs: FakeGcsServer, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WriteRateProxy(fake_gcs.url) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        store = GcsStore(gcs_bucket, project=fake_gcs.project, retry_deadline=30)
+        settings = Settings(WORKER_ID="rate-limited", WORKER_POLL_SECONDS=0.05, MAX_ATTEMPTS=1)
+        queue = Queue.from_settings(store, settings)
+        store.put("twice", b"first")
+        store.put("twice", b"second")  # within a second of the first: a 429, retried
+        jobs = [queue.submit(png_bytes(), f"in-{n}.png", "image/png") for n in range(3)]
+
+        Worker(store, settings).run(until_empty=True)
+
+        states = [queue.get(job["id"])["status"] for job in jobs]
+        assert store.get("twice") == b"second"
+        store.close()
+
+    assert "twice" in proxy.rejected, "the proxy never throttled: the test proves nothing"
+    assert states == ["done"] * 3
