@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2
-from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, plugin_pb2  # noqa: F401 - plugin_pb2 registers types
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy.spotshift_policy import POLICIES
 from policy.spotshift_policy import types as t
