@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 STAMP := $(VENV)/.spotshift-installed
 AZURITE := tools/node_modules/.bin/azurite-blob
+POLICY_VENV ?= .venv-policy
+POLICY_PY := $(POLICY_VENV)/bin/python
+POLICY_STAMP := $(POLICY_VENV)/.spotshift-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test demo bench lint clean system-tools rclone image screenshots
+.PHONY: help setup test demo bench lint clean system-tools rclone image screenshots policy-setup
 
 help:
 	@echo "make demo   - set up and run the local migration rehearsal on the emulators"
@@ -31,6 +34,16 @@ $(AZURITE): tools/package.json tools/package-lock.json
 	@touch $@
 
 setup: $(STAMP) $(AZURITE)
+
+# The policy pack (policy/) and its tests run in a venv of their own: pulumi-policy pins protobuf 5
+# (pulumi/pulumi-policy#448), which in .venv would hold google-api-core back (and make it warn on every CLI run).
+$(POLICY_STAMP): pyproject.toml policy/requirements.txt
+	@test -x $(POLICY_PY) || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(POLICY_PY) -m pip install $(PIP_FLAGS) -e '.[dev,infra,policy]' -r policy/requirements.txt
+	@touch $@
+
+policy-setup: $(POLICY_STAMP)
 
 # cloud-init's schema validator is not on PyPI; Debian/Ubuntu ship it. Installed
 # where we can (root + apt-get); elsewhere the one test that needs it says why it skips.
@@ -56,8 +69,9 @@ rclone:
 	  else echo "rclone is needed for the benchmark: install it (e.g. apt-get install rclone)" >&2; exit 2; fi; \
 	fi
 
-test: setup system-tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup system-tools policy-setup
+	$(PY) -m pytest --ignore=tests/policy $(PYTEST_ARGS)
+	$(POLICY_PY) -m pytest tests/policy $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/spotshift rehearse
@@ -80,4 +94,4 @@ lint: setup
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
 
 clean:
-	rm -rf $(VENV) tools/node_modules rehearsal-report.json rehearsal-report.html rehearsal-logs .pytest_cache tests/artifacts
+	rm -rf $(VENV) $(POLICY_VENV) tools/node_modules rehearsal-report.json rehearsal-report.html rehearsal-logs .pytest_cache tests/artifacts
