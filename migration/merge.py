@@ -5,13 +5,17 @@ merge holds one page of each side and never a whole listing. ``merge``
 yields one ``Pair`` per relative key: both sides' infos, or one of them
 when the other side has no such key.
 
-A listing that is not in Python's string order (code point order, which is
-UTF-8 byte order) is still merged correctly: a key that arrives after a
-larger one (a "late" key, e.g. a backend ordering by UTF-16 code units puts
-emoji before U+E000-U+FFFF) is looked up on the other side with ``head``
-and yielded with ``late`` set, so the consumer can undo the one-sided
-decision it took when the key's partner went by (``sync`` holds its
-deletions until the merge ends for that reason).
+The merge compares keys in Python's string order (code points, which is
+UTF-8 byte order): GCS and LocalStore list in it; Azurite lists by UTF-16
+code units, which differs for keys holding both supplementary characters
+(emoji) and U+E000-U+FFFF (tests/storage/test_listing_order.py). Such keys
+("ambiguous": a character from U+D800 up) are settled with a ``head`` on the
+other side instead of being declared missing, and remembered until the other
+listing reaches them, so each key is yielded once. Any other disorder (a key
+arriving after a larger one: "late") is looked up with ``head`` too and
+yielded with ``late`` set, so the consumer can undo a one-sided decision it
+took when the key's partner went by (``sync`` holds its deletions until the
+merge ends for that reason).
 """
 
 from __future__ import annotations
@@ -116,7 +120,9 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
 
     After a transient failure the listing starts again and skips what was
     already yielded (keys up to the last one), so a retry costs a re-listing
-    of the part already seen, never memory.
+    of the part already seen, never memory. (A backend listing out of code
+    point order may then repeat or skip a late key of that stretch: the next
+    run sees it.)
     """
     prefix = normalize_prefix(prefix)
     stream = early.take(store, prefix) if early is not None else None
@@ -125,10 +131,13 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
     while True:
         infos = stream if stream is not None else store.list(prefix)
         stream = None
+        resuming = last is not None
         try:
             for info in infos:
-                if last is not None and info.key <= last:
-                    continue
+                if resuming:
+                    if info.key <= last:  # type: ignore[operator]
+                        continue
+                    resuming = False
                 last = info.key
                 yield info
             return
@@ -237,30 +246,62 @@ def _looker(store: ObjectStore, prefix: str, retry: RetryPolicy) -> Callable[[st
 
 
 _DONE = (None, None)
+#: Keys holding a character from here up sort differently by UTF-16 code units (Azurite,
+#: Azure's own .NET heritage) than by code points (GCS, LocalStore, Python): surrogates vs U+E000-U+FFFF.
+_AMBIGUOUS = "\ud800"
+
+
+def _ambiguous(key: str) -> bool:
+    return max(key) >= _AMBIGUOUS
 
 
 def _march(src: Iterator[tuple[str, ObjectInfo]], dst: Iterator[tuple[str, ObjectInfo]],
            head_source: Callable[[str], ObjectInfo | None],
            head_target: Callable[[str], ObjectInfo | None]) -> Iterator[Pair]:
+    """The merge proper. Keys the two orders may disagree on are settled by ``head`` and remembered
+    (until the other listing reaches them), so each key is yielded once, whichever order each side uses."""
     s_key, s_info = next(src, _DONE)
     t_key, t_info = next(dst, _DONE)
     s_max = t_max = ""
+    # Keys already yielded as pairs through a head, to pass over when that side's listing reaches them.
+    seen_source: set[str] = set()
+    seen_target: set[str] = set()
     while s_key is not None or t_key is not None:
+        if s_key is not None and s_key in seen_source:
+            seen_source.discard(s_key)
+            s_key, s_info = next(src, _DONE)
+            continue
+        if t_key is not None and t_key in seen_target:
+            seen_target.discard(t_key)
+            t_key, t_info = next(dst, _DONE)
+            continue
         if s_key is not None and s_key < s_max:
-            yield Pair(s_key, s_info, head_target(s_key), "source", s_key <= t_max)
+            found = head_target(s_key)
+            if found is not None:
+                seen_target.add(s_key)
+            yield Pair(s_key, s_info, found, "source", s_key <= t_max and not _ambiguous(s_key))
             s_key, s_info = next(src, _DONE)
             continue
         if t_key is not None and t_key < t_max:
-            yield Pair(t_key, head_source(t_key), t_info, "target")
+            found = head_source(t_key)
+            if found is not None:
+                seen_source.add(t_key)
+            yield Pair(t_key, found, t_info, "target")
             t_key, t_info = next(dst, _DONE)
             continue
         if t_key is None or (s_key is not None and s_key < t_key):
             s_max = s_key
-            yield Pair(s_key, s_info, None)
+            found = head_target(s_key) if _ambiguous(s_key) else None
+            if found is not None:
+                seen_target.add(s_key)
+            yield Pair(s_key, s_info, found)
             s_key, s_info = next(src, _DONE)
         elif s_key is None or t_key < s_key:
             t_max = t_key
-            yield Pair(t_key, None, t_info)
+            found = head_source(t_key) if _ambiguous(t_key) else None
+            if found is not None:
+                seen_source.add(t_key)
+            yield Pair(t_key, found, t_info)
             t_key, t_info = next(dst, _DONE)
         else:
             s_max = t_max = s_key
