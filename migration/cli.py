@@ -130,13 +130,18 @@ def _overlap(src: Any, dst: Any) -> bool:
 
 def _run_on_pair(source_url: str, target_url: str, engine: Callable[..., T], show_bar: bool, **options: Any) -> T:
     """Open both locations, run ``engine`` (``sync`` or ``verify``) on them, with a progress bar if asked; close."""
+    import contextlib
+
     src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url)
     try:
         options.update(source_prefix=src_prefix, target_prefix=dst_prefix, early=early)
-        if show_bar:
-            with _Bar() as bar:
-                return engine(src, dst, progress=bar.listener, **options)
-        return engine(src, dst, **options)
+        # A local target syncs the filesystem once at the end instead of fsyncing every object.
+        batched = getattr(dst, "batched", None)
+        with batched() if batched is not None else contextlib.nullcontext():
+            if show_bar:
+                with _Bar() as bar:
+                    return engine(src, dst, progress=bar.listener, **options)
+            return engine(src, dst, **options)
     finally:
         src.close()
         dst.close()

@@ -181,12 +181,12 @@ def relative_stream(infos: Iterator[ObjectInfo], prefix: str, selection: Selecti
                     counter: Counter) -> Iterator[tuple[str, ObjectInfo]]:
     """``(relative key, info)`` for the listed objects the selection covers; folder markers counted apart."""
     cut = len(prefix)
-    wanted = selection.wanted
+    wanted = selection.wanted if selection.keep or not selection.shard.whole else None
     for info in infos:
         relative = info.key[cut:]
         if not relative or relative[-1] == "/":
             counter.ignored += 1
-        elif wanted(relative):
+        elif wanted is None or wanted(relative):
             counter.objects += 1
             yield relative, info
 
