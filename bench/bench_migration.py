@@ -115,13 +115,13 @@ def spotshift_command() -> list[str]:
     return [sys.executable, "-c", _SPOTSHIFT]
 
 
-def run_child(command: list[str], env: dict[str, str]) -> tuple[Sample, str]:
+def run_child(command: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[Sample, str]:
     """Run a child process; its wall time, CPU (user+sys, from wait4) and peak RSS (VmHWM, KiB)."""
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file, \
             tempfile.NamedTemporaryFile("r") as peak_file:
         env = {**env, "SPOTSHIFT_BENCH_PEAK": peak_file.name}
         started = time.perf_counter()
-        proc = subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file, cwd=CODE_ROOT)
+        proc = subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file, cwd=cwd or CODE_ROOT)
         watcher = _PeakWatcher(proc.pid)
         # wait4, not wait: it returns this child's own rusage (CPU).
         _, status, usage = os.wait4(proc.pid, 0)
@@ -285,6 +285,8 @@ def main() -> int:
                         help="where the local scale sets are kept between runs")
     parser.add_argument("--code-root", type=Path, default=None,
                         help="run the engine from this checkout (e.g. the code before a change)")
+    parser.add_argument("--before-root", type=Path, default=None,
+                        help="scale section: also run the engine from this checkout (dry run and emulator no-op)")
     args = parser.parse_args()
     global CODE_ROOT
     if args.code_root is not None:
@@ -379,7 +381,11 @@ def run_scale(args: argparse.Namespace, env: dict[str, str], gcs: FakeGcsServer,
     rclone = "/usr/bin/rclone" if Path("/usr/bin/rclone").exists() else str(shutil.which("rclone"))
     args.scale_dir.mkdir(parents=True, exist_ok=True)
     print(f"\nscale section (engine from {CODE_ROOT}; load average {os.getloadavg()[0]:.1f})", flush=True)
-    runner = scale.Scale(run_child, spotshift_command(), env, args.scale_dir, rclone)
+    if args.before_root is not None:
+        compileall.compile_dir(args.before_root / "app", quiet=1)
+        compileall.compile_dir(args.before_root / "migration", quiet=1)
+    runner = scale.Scale(run_child, spotshift_command(), env, args.scale_dir, rclone,
+                         before=args.before_root.resolve() if args.before_root else None)
     local = runner.local(args.scale_local) if args.scale_local else None
     dry = runner.dry_run(args.scale_dry) if args.scale_dry else None
     emu = runner.emulators(args.scale_emulator, gcs, azurite, config) if args.scale_emulator else None

@@ -7,10 +7,14 @@
 
 Objects are 1-4 KiB, 1,000 per folder. The local sets are written straight
 in ``LocalStore``'s layout (a file plus its JSON sidecar, as ``put`` leaves
-them, without its fsyncs) and kept under ``--scale-dir`` between runs. Every
-figure comes from a child process (wall time, CPU from wait4, peak RSS from
-VmHWM). ``--code-root`` runs the engine from another checkout (e.g. the code
-before a change) on the same sets.
+them, without its fsyncs) and kept under ``--scale-dir`` between runs. The
+1M dry-run set is sparse (files of 1-4 KiB that hold no blocks, sidecar
+checksums derived from the key): a dry run into an empty target reads no
+bytes, neither the engine's nor rclone's, and creating 2M real files takes
+longer than every run together on this disk. Every figure comes from a
+child process (wall time, CPU from wait4, peak RSS from VmHWM).
+``--before-root`` also runs the engine from another checkout (the code
+before a change) on the same sets, for the dry run and the emulator no-op.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ def key_of(i: int) -> str:
     return f"d{i // PER_FOLDER:04d}/obj-{i:07d}.bin"
 
 
-def seed_local(root: Path, count: int) -> Path:
+def seed_local(root: Path, count: int, *, sparse: bool = False) -> Path:
     """A LocalStore directory holding ``count`` objects (reused when already complete)."""
     stamp = root.parent / f"{root.name}.complete"
     if stamp.exists() and stamp.read_text() == str(count):
         return root
+    if sparse:
+        return _seed_sparse(root, count, stamp)
     shutil.rmtree(root, ignore_errors=True)
     stamp.unlink(missing_ok=True)
     meta = root / ".spotshift" / "meta"
@@ -64,6 +70,30 @@ def seed_local(root: Path, count: int) -> Path:
     return root
 
 
+def _seed_sparse(root: Path, count: int, stamp: Path) -> Path:
+    shutil.rmtree(root, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
+    rng = random.Random(count)
+    for start in range(0, count, PER_FOLDER):
+        folder = key_of(start).split("/")[0]
+        os.makedirs(f"{root}/{folder}")
+        os.makedirs(f"{root}/.spotshift/meta/{folder}")
+        for i in range(start, min(count, start + PER_FOLDER)):
+            key = key_of(i)
+            fd = os.open(f"{root}/{key}", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.ftruncate(fd, rng.randint(MIN_SIZE, MAX_SIZE))
+            inode = os.fstat(fd).st_ino
+            os.close(fd)
+            digest = hashlib.md5(key.encode()).hexdigest()
+            side = dict(zip(_SIDE_KEYS, ("application/octet-stream", {"origin": "bench"}, digest, digest[:8],
+                                         str(1_700_000_000_000_000_000 + i), None, None, inode)))
+            fd = os.open(f"{root}/.spotshift/meta/{key}.json", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, json.dumps(side).encode())
+            os.close(fd)
+    stamp.write_text(str(count))
+    return root
+
+
 def seed_gcs(bucket: str, project: str, count: int) -> None:
     """``count`` objects into a fake-gcs-server bucket (16 parallel puts)."""
     from app.storage.gcs import GcsStore
@@ -80,7 +110,8 @@ class Scale:
     """Runs the scale cases with the ``run_child``/``spotshift_command`` helpers of the main benchmark."""
 
     def __init__(self, run_child: Callable[..., Any], spotshift: list[str], env: dict[str, str], work: Path,
-                 rclone: str) -> None:
+                 rclone: str, before: Path | None = None) -> None:
+        self.before = before
         self.run_child = run_child
         self.spotshift = spotshift
         self.env = env
@@ -88,8 +119,9 @@ class Scale:
         self.rclone = rclone
         self.rows: list[tuple[str, int, Any]] = []
 
-    def engine(self, *args: str) -> tuple[Any, dict]:
-        sample, out = self.run_child([*self.spotshift, "migrate", *args, "--json"], self.env)
+    def engine(self, *args: str, before: bool = False) -> tuple[Any, dict]:
+        sample, out = self.run_child([*self.spotshift, "migrate", *args, "--json"], self.env,
+                                     self.before if before else None)
         return sample, json.loads(out)
 
     def rclone_run(self, *args: str, config: Path | None = None) -> Any:
@@ -128,13 +160,17 @@ class Scale:
 
     def dry_run(self, count: int) -> dict[str, Any]:
         """Dry run into an empty target, file://."""
-        src = seed_local(self.work / f"src-{count}", count)
+        src = seed_local(self.work / f"sparse-{count}", count, sparse=True)
         empty = self.work / "empty"
         empty.mkdir(exist_ok=True)
         out: dict[str, Any] = {}
         sample, report = self.engine(f"file://{src}", f"file://{empty}", "--dry-run")
         assert report["objects_planned"] == count, {k: v for k, v in report.items() if not k.startswith("planned")}
         out["engine"] = self.record(f"engine dry run {count} file://", count, sample)
+        if self.before is not None:
+            sample, report = self.engine(f"file://{src}", f"file://{empty}", "--dry-run", before=True)
+            assert report["objects_planned"] == count
+            out["engine before"] = self.record(f"engine (before) dry run {count} file://", count, sample)
         out["rclone"] = self.record(f"rclone dry run {count} file://", count,
                                     self.rclone_run(str(src), str(empty), "--dry-run"))
         return out
@@ -152,6 +188,13 @@ class Scale:
         sample, report = self.engine(f"gs://{bucket}", f"az://{container}")
         assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
         out["engine"] = self.record(f"engine no-op {count} gcs->azure", count, sample)
+        if self.before is not None:
+            bcontainer = f"scale-{uuid.uuid4().hex[:12]}"
+            azurite.create_container(bcontainer)
+            self.engine(f"gs://{bucket}", f"az://{bcontainer}", before=True)
+            sample, report = self.engine(f"gs://{bucket}", f"az://{bcontainer}", before=True)
+            assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
+            out["engine before"] = self.record(f"engine (before) no-op {count} gcs->azure", count, sample)
         rcontainer = f"scale-{uuid.uuid4().hex[:12]}"
         azurite.create_container(rcontainer)
         self.rclone_run(f"gcs:{bucket}", f"az:{rcontainer}", "--checksum", "--transfers", "32", config=config)
