@@ -31,8 +31,10 @@ from app.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, TransientS
 
 from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefix
 
-#: Infos an early listing reads ahead of the planner (about a page of each backend).
+#: Infos an early listing reads ahead of the planner, in batches (about a page of each backend).
 PREFETCH = 5000
+#: Infos handed from the listing thread to the planner at once: one queue operation per batch, not per info.
+BATCH = 250
 
 
 class EarlyListing:
@@ -49,7 +51,7 @@ class EarlyListing:
     def __init__(self, store: ObjectStore, prefix: str = "") -> None:
         self.store = store
         self.prefix = normalize_prefix(prefix)
-        self._queue: queue.Queue[Any] = queue.Queue(PREFETCH)
+        self._queue: queue.Queue[Any] = queue.Queue(max(1, PREFETCH // BATCH))
         self._taken = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spotshift-early-list", daemon=True)
@@ -57,9 +59,15 @@ class EarlyListing:
 
     def _run(self) -> None:
         try:
+            batch: list[ObjectInfo] = []
             for info in self.store.list(self.prefix):
-                if not self._offer(info):
-                    return
+                batch.append(info)
+                if len(batch) >= BATCH:
+                    if not self._offer(batch):
+                        return
+                    batch = []
+            if batch and not self._offer(batch):
+                return
             self._offer(_End)
         except BaseException as err:  # handed to the consumer
             self._offer(_Failed(err))
@@ -95,7 +103,7 @@ class EarlyListing:
             while item is not _End:
                 if isinstance(item, _Failed):
                     raise item.error
-                yield item
+                yield from item
                 item = self._queue.get()
         finally:
             self._stop.set()
