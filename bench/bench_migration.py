@@ -386,9 +386,12 @@ def run_scale(args: argparse.Namespace, env: dict[str, str], gcs: FakeGcsServer,
         compileall.compile_dir(args.before_root / "migration", quiet=1)
     runner = scale.Scale(run_child, spotshift_command(), env, args.scale_dir, rclone,
                          before=args.before_root.resolve() if args.before_root else None)
-    local = runner.local(args.scale_local) if args.scale_local else None
-    dry = runner.dry_run(args.scale_dry) if args.scale_dry else None
-    emu = runner.emulators(args.scale_emulator, gcs, azurite, config) if args.scale_emulator else None
+    try:
+        local = runner.local(args.scale_local) if args.scale_local else None
+        dry = runner.dry_run(args.scale_dry) if args.scale_dry else None
+        emu = runner.emulators(args.scale_emulator, gcs, azurite, config) if args.scale_emulator else None
+    finally:
+        runner.clean_up()
     scale.summarize(local, args.scale_local, dry, args.scale_dry, emu, args.scale_emulator)
 
 
