@@ -14,7 +14,10 @@ into a fresh Azurite container with:
 Each is measured ``--runs`` times (default 3) and the medians printed, with
 client CPU-seconds per 1,000 small objects (engine and rclone, from the child
 process's own rusage via ``os.wait4``), the engine's peak RSS on the large
-set, and the ratios last, one per line. Nothing here is a pass/fail test.
+set, and the ratios last, one per line. Then the scale section
+(``bench/scale.py``): 100k ``file://`` objects copied and re-run, a 1M-object
+dry run and a 20k-object emulator no-op, engine against rclone, time and peak
+RSS. Nothing here is a pass/fail test.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.storage.emulators import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, FakeGcsServer  # noqa: E402
+from bench import scale  # noqa: E402
+
+#: Where the engine's child processes import spotshift from (``--code-root``: another checkout).
+CODE_ROOT = ROOT
 
 MIB = 1024 * 1024
 SMALL_COUNT = 2000
@@ -108,13 +115,13 @@ def spotshift_command() -> list[str]:
     return [sys.executable, "-c", _SPOTSHIFT]
 
 
-def run_child(command: list[str], env: dict[str, str]) -> tuple[Sample, str]:
+def run_child(command: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[Sample, str]:
     """Run a child process; its wall time, CPU (user+sys, from wait4) and peak RSS (VmHWM, KiB)."""
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file, \
             tempfile.NamedTemporaryFile("r") as peak_file:
         env = {**env, "SPOTSHIFT_BENCH_PEAK": peak_file.name}
         started = time.perf_counter()
-        proc = subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file, cwd=ROOT)
+        proc = subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file, cwd=cwd or CODE_ROOT)
         watcher = _PeakWatcher(proc.pid)
         # wait4, not wait: it returns this child's own rusage (CPU).
         _, status, usage = os.wait4(proc.pid, 0)
@@ -269,32 +276,46 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per method (median printed)")
     parser.add_argument("--workers", type=int, default=None, help="engine --workers (default: the engine's)")
     parser.add_argument("--skip-seed-loop", action="store_true", help="skip the slow seed-style loop")
-    parser.add_argument("--only", choices=("small", "large"), default=None, help="run one set only")
+    parser.add_argument("--only", choices=("small", "large", "scale"), default=None, help="run one section only")
+    parser.add_argument("--skip-scale", action="store_true", help="skip the scale section")
+    parser.add_argument("--scale-local", type=int, default=100_000, help="objects of the file:// copy and no-op")
+    parser.add_argument("--scale-dry", type=int, default=1_000_000, help="objects of the file:// dry run")
+    parser.add_argument("--scale-emulator", type=int, default=20_000, help="objects of the emulator no-op")
+    parser.add_argument("--scale-dir", type=Path, default=Path(tempfile.gettempdir()) / "spotshift-bench-scale",
+                        help="where the local scale sets are kept between runs")
+    parser.add_argument("--code-root", type=Path, default=None,
+                        help="run the engine from this checkout (e.g. the code before a change)")
+    parser.add_argument("--before-root", type=Path, default=None,
+                        help="scale section: also run the engine from this checkout (dry run and emulator no-op)")
     args = parser.parse_args()
+    global CODE_ROOT
+    if args.code_root is not None:
+        CODE_ROOT = args.code_root.resolve()
     if not Path("/usr/bin/rclone").exists() and shutil.which("rclone") is None:
         print("rclone not found: install it (apt-get install rclone) or run `make bench`", file=sys.stderr)
         return 2
 
     # An installed spotshift has its bytecode compiled (pip does it); a source checkout run with
     # PYTHONDONTWRITEBYTECODE=1 would recompile app/ and migration/ in every child process.
-    compileall.compile_dir(ROOT / "app", quiet=1)
-    compileall.compile_dir(ROOT / "migration", quiet=1)
+    compileall.compile_dir(CODE_ROOT / "app", quiet=1)
+    compileall.compile_dir(CODE_ROOT / "migration", quiet=1)
     with tempfile.TemporaryDirectory(prefix="spotshift-bench-") as tmp, \
             FakeGcsServer(log_level="warn") as gcs, Azurite() as azurite:
         env = {**os.environ, **gcs.env, **azurite.env}
         env.pop("AZURE_STORAGE_ACCOUNT_URL", None)
         os.environ.update(gcs.env)
-        print(f"seeding fake-gcs-server ({SMALL_COUNT} x 4-64 KiB, {LARGE_COUNT} x {LARGE_SIZE // MIB} MiB)...",
-              flush=True)
-        started = time.perf_counter()
-        (small_n, small_bytes), (large_n, large_bytes) = seed(gcs)
-        print(f"seeded in {time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.1f} before the runs", flush=True)
         config = rclone_config(gcs, azurite, Path(tmp))
-
-        sets = [("small", SMALL_BUCKET, small_n, small_bytes), ("large", LARGE_BUCKET, large_n, large_bytes)]
-        if args.only:
-            sets = [s for s in sets if s[0] == args.only]
+        sets = []
+        if args.only != "scale":
+            print(f"seeding fake-gcs-server ({SMALL_COUNT} x 4-64 KiB, {LARGE_COUNT} x {LARGE_SIZE // MIB} MiB)...",
+                  flush=True)
+            started = time.perf_counter()
+            (small_n, small_bytes), (large_n, large_bytes) = seed(gcs)
+            print(f"seeded in {time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs, load average "
+                  f"{os.getloadavg()[0]:.1f} before the runs", flush=True)
+            sets = [("small", SMALL_BUCKET, small_n, small_bytes), ("large", LARGE_BUCKET, large_n, large_bytes)]
+            if args.only:
+                sets = [s for s in sets if s[0] == args.only]
         results: dict[str, dict[str, Series]] = {}
         for name, bucket, count, nbytes in sets:
             series = {m: Series(count, nbytes) for m in ("engine", "seed", "rclone", "noop")}
@@ -349,7 +370,29 @@ def main() -> int:
                 ratio = small["engine"].objects_per_second / small["seed"].objects_per_second
                 print(f"ratio engine/seed small: {ratio:.2f}")
             print(f"noop-rerun seconds small: {small['noop'].seconds:.2f}")
+        if not args.skip_scale and args.only in (None, "scale"):
+            run_scale(args, env, gcs, azurite, config)
     return 0
+
+
+def run_scale(args: argparse.Namespace, env: dict[str, str], gcs: FakeGcsServer, azurite: Azurite,
+              config: Path) -> None:
+    """The scale section (``bench/scale.py``), once each: the 1M-object runs are long on 2 shared cores."""
+    rclone = "/usr/bin/rclone" if Path("/usr/bin/rclone").exists() else str(shutil.which("rclone"))
+    args.scale_dir.mkdir(parents=True, exist_ok=True)
+    print(f"\nscale section (engine from {CODE_ROOT}; load average {os.getloadavg()[0]:.1f})", flush=True)
+    if args.before_root is not None:
+        compileall.compile_dir(args.before_root / "app", quiet=1)
+        compileall.compile_dir(args.before_root / "migration", quiet=1)
+    runner = scale.Scale(run_child, spotshift_command(), env, args.scale_dir, rclone,
+                         before=args.before_root.resolve() if args.before_root else None)
+    try:
+        local = runner.local(args.scale_local) if args.scale_local else None
+        dry = runner.dry_run(args.scale_dry) if args.scale_dry else None
+        emu = runner.emulators(args.scale_emulator, gcs, azurite, config) if args.scale_emulator else None
+    finally:
+        runner.clean_up()
+    scale.summarize(local, args.scale_local, dry, args.scale_dry, emu, args.scale_emulator)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the CLI starts without Pulumi.
 """
 
 from .copier import (
+    Shard,
     DEFAULT_MAX_DELETE,
     DEFAULT_WORKERS,
     PROVENANCE_KEYS,
@@ -31,6 +32,7 @@ __all__ = [
     "Problem",
     "Progress",
     "RetryPolicy",
+    "Shard",
     "SyncReport",
     "UsageError",
     "VerifyReport",

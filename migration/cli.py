@@ -44,6 +44,14 @@ _Exclude = Annotated[
 _LOCATION_HELP = "gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (prefix optional) or file://PATH"
 _Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON (no progress bar).")]
 _NoProgress = Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")]
+_Shard = Annotated[
+    str | None,
+    typer.Option("--shard", metavar="I/N",
+                 help="Only slice I of N (0-based) of the keys, by a stable hash: N runners with "
+                      "0/N ... N-1/N together cover every key exactly once."),
+]
+#: With --dry-run --json, at most this many planned copies and deletions are listed (the counts are complete).
+JSON_PLAN_LIMIT = 1000
 
 
 def _workers_option() -> Any:
@@ -122,13 +130,18 @@ def _overlap(src: Any, dst: Any) -> bool:
 
 def _run_on_pair(source_url: str, target_url: str, engine: Callable[..., T], show_bar: bool, **options: Any) -> T:
     """Open both locations, run ``engine`` (``sync`` or ``verify``) on them, with a progress bar if asked; close."""
+    import contextlib
+
     src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url)
     try:
         options.update(source_prefix=src_prefix, target_prefix=dst_prefix, early=early)
-        if show_bar:
-            with _Bar() as bar:
-                return engine(src, dst, progress=bar.listener, **options)
-        return engine(src, dst, **options)
+        # A local target syncs the filesystem once at the end instead of fsyncing every object.
+        batched = getattr(dst, "batched", None)
+        with batched() if batched is not None else contextlib.nullcontext():
+            if show_bar:
+                with _Bar() as bar:
+                    return engine(src, dst, progress=bar.listener, **options)
+            return engine(src, dst, **options)
     finally:
         src.close()
         dst.close()
@@ -195,8 +208,9 @@ class _Bar:
         self._done = 0
         # A phase without bytes (delete) advances by objects instead.
         self._by_objects = nbytes == 0
-        self._task = self._bar.add_task(name, total=max(objects if self._by_objects else nbytes, 1),
-                                        done=0, objects=objects)
+        # A streamed phase does not know its size up front (0, 0): the bar then just counts.
+        total = (objects if self._by_objects else nbytes) or None
+        self._task = self._bar.add_task(name, total=total, done=0, objects=objects or "?")
 
     def advance(self, objects: int, nbytes: int) -> None:
         with self._lock:  # called from every worker thread
@@ -222,11 +236,9 @@ def _print_summary(report: Any, as_json: bool) -> None:
         typer.echo(render_text(report))
 
 
-def _print_plan(report: Any) -> None:
-    for problem in report.planned_copies:
-        typer.echo(f"copy    {problem.key}  ({problem.reason})")
-    for key in report.planned_deletes:
-        typer.echo(f"delete  {key}")
+def _print_planned(action: str, key: str, reason: str) -> None:
+    """One line of a dry run's plan, printed as the planner decides it."""
+    typer.echo(f"copy    {key}  ({reason})" if action == "copy" else f"delete  {key}")
 
 
 def _show_progress(as_json: bool, no_progress: bool) -> bool:
@@ -250,17 +262,22 @@ def migrate(
     ] = False,
     as_json: _Json = False,
     no_progress: _NoProgress = False,
+    shard: _Shard = None,
 ) -> None:
     """Copy new and changed objects from SRC to DST, verify, and report (exit 0 only if all verified)."""
 
     def run() -> int:
-        from migration.copier import sync
+        from migration.copier import Shard, sync
 
+        plan_output: dict[str, Any] = {}
+        if dry_run:
+            # Streamed: printed as decided (text), or the first JSON_PLAN_LIMIT kept (JSON).
+            plan_output = {"max_planned": JSON_PLAN_LIMIT} if as_json else {"on_planned": _print_planned,
+                                                                             "max_planned": 0}
         report = _run_on_pair(source, target, sync, _show_progress(as_json, no_progress) and not dry_run,
                               include=include or (), exclude=exclude or (), delete=delete, max_delete=max_delete,
-                              dry_run=dry_run, workers=workers, strict=strict)
-        if dry_run and not as_json:
-            _print_plan(report)
+                              dry_run=dry_run, workers=workers, strict=strict, shard=Shard.parse(shard),
+                              **plan_output)
         if dry_run and delete and report.objects_to_delete > max_delete:
             typer.echo(f"spotshift: note: a real run would refuse: {report.objects_to_delete} deletions is more "
                        f"than --max-delete {max_delete}", err=True)
@@ -281,14 +298,17 @@ def verify(
     workers: Annotated[int, _workers_option()] = 32,
     as_json: _Json = False,
     no_progress: _NoProgress = False,
+    shard: _Shard = None,
 ) -> None:
     """Check that DST holds a verified copy of every SRC object; writes nothing (exit 0 only if all match)."""
 
     def run() -> int:
+        from migration.copier import Shard
         from migration.copier import verify as verify_copies
 
         report = _run_on_pair(source, target, verify_copies, deep and _show_progress(as_json, no_progress),
-                              include=include or (), exclude=exclude or (), deep=deep, workers=workers)
+                              include=include or (), exclude=exclude or (), deep=deep, workers=workers,
+                              shard=Shard.parse(shard))
         _print_summary(report, as_json)
         return EXIT_OK if report.verified else EXIT_MISMATCH
 

@@ -144,10 +144,18 @@ def test_source_rewritten_after_planning_is_copied_in_its_new_state(local_pair):
     source, target = local_pair
     seed(source, {"moving": b"1" * 64, "still": b"s"})
 
-    def rewrite(_plan):
-        source.put("moving", b"2" * 64)
+    class RewrittenOnFirstRead(WrappedStore):
+        """The source changes after it was listed, just before the first copy reads it."""
 
-    report = sync(source, target, on_plan=rewrite, retry=FAST_RETRY)
+        rewritten = False
+
+        def stream(self, key, chunk_size=copier.STREAM_CHUNK):
+            if key == "moving" and not self.rewritten:
+                self.rewritten = True
+                self.inner.put("moving", b"2" * 64)
+            return self.inner.stream(key, chunk_size)
+
+    report = sync(RewrittenOnFirstRead(source), target, retry=FAST_RETRY)
 
     assert report.objects_copied == 2 and report.verified
     assert target.get("moving") == b"2" * 64

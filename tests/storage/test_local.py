@@ -91,3 +91,51 @@ def test_the_api_refuses_an_unusable_local_path_with_exit_2_and_one_line(tmp_pat
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "LOCAL_STORAGE_PATH" in lines[0] and "Traceback" not in done.stderr
+
+
+def _two_keys_on_different_stripes(store: LocalStore) -> tuple[str, str]:
+    first = "held/a"
+    other = next(f"free/{i}" for i in range(1000) if store._lock_path(f"free/{i}") != store._lock_path(first))
+    return first, other
+
+
+def test_a_write_waits_only_for_its_own_key_not_for_the_whole_store(tmp_path):
+    import fcntl
+    import threading
+
+    store = LocalStore(tmp_path / "store")
+    store.put("warm-up", b"x")  # makes .spotshift/locks
+    held, free = _two_keys_on_different_stripes(store)
+    lock_fd = os.open(store._lock_path(held), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another writer is in the middle of writing `held`
+    blocked = threading.Thread(target=store.put, args=(held, b"later"))
+    try:
+        blocked.start()
+
+        store.put(free, b"now")
+
+        assert store.get(free) == b"now"
+        assert blocked.is_alive() and not (store.root / held).exists(), "the write of the held key went ahead"
+    finally:
+        os.close(lock_fd)
+    blocked.join(30)
+    assert store.get(held) == b"later"
+
+
+def test_batched_writes_skip_their_fsyncs_and_sync_once_at_the_end(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    calls = {"fsync": 0, "sync": 0}
+    real_fsync = os.fsync
+    monkeypatch.setattr(local_module.os, "fsync", lambda fd: (calls.__setitem__("fsync", calls["fsync"] + 1),
+                                                              real_fsync(fd))[1])
+    monkeypatch.setattr(local_module.os, "sync", lambda: calls.__setitem__("sync", calls["sync"] + 1))
+
+    with store.batched():
+        for i in range(5):
+            store.put(f"k{i}", b"x" * i)
+        inside = dict(calls)
+    store.put("after", b"y")
+
+    assert inside == {"fsync": 0, "sync": 0} and calls["sync"] == 1
+    assert calls["fsync"] == 4, "a write outside batched() fsyncs data, sidecar and both folders"
+    assert [store.get(f"k{i}") for i in range(5)] == [b"x" * i for i in range(5)]

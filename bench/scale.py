@@ -1,0 +1,245 @@
+"""The scale section of ``make bench``: the engine against rclone at 20k-1M objects.
+
+* 100k objects ``file://`` → ``file://``: first copy and no-op rerun (rclone
+  default and ``--checksum``);
+* 1M objects ``file://``, dry run into an empty target;
+* 20k objects fake-gcs-server → Azurite: no-op rerun (rclone ``--checksum``).
+
+Objects are 1-4 KiB, 1,000 per folder. The local sets are written straight
+in ``LocalStore``'s layout (a file plus its JSON sidecar, as ``put`` leaves
+them, without its fsyncs) and kept under ``--scale-dir`` between runs. The
+1M dry-run set is sparse (files of 1-4 KiB that hold no blocks, sidecar
+checksums derived from the key): a dry run into an empty target reads no
+bytes, neither the engine's nor rclone's, and creating 2M real files takes
+longer than every run together on this disk. Every figure comes from a
+child process (wall time, CPU from wait4, peak RSS from VmHWM).
+``--before-root`` also runs the engine from another checkout (the code
+before a change) on the same sets, for the dry run and the emulator no-op.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+
+MIN_SIZE, MAX_SIZE = 1024, 4096
+PER_FOLDER = 1000
+_SIDE_KEYS = ("content_type", "metadata", "md5", "crc32c", "version", "content_encoding", "cache_control", "inode")
+
+
+def key_of(i: int) -> str:
+    """The i-th key: 1,000 per folder."""
+    return f"d{i // PER_FOLDER:04d}/obj-{i:07d}.bin"
+
+
+def seed_local(root: Path, count: int, *, sparse: bool = False) -> Path:
+    """A LocalStore directory holding ``count`` objects (reused when already complete)."""
+    stamp = root.parent / f"{root.name}.complete"
+    if stamp.exists() and stamp.read_text() == str(count):
+        return root
+    if sparse:
+        return _seed_sparse(root, count, stamp)
+    shutil.rmtree(root, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
+    meta = root / ".spotshift" / "meta"
+    rng = random.Random(count)
+    for start in range(0, count, PER_FOLDER):
+        folder = key_of(start).split("/")[0]
+        (root / folder).mkdir(parents=True)
+        (meta / folder).mkdir(parents=True)
+        for i in range(start, min(count, start + PER_FOLDER)):
+            key = key_of(i)
+            data = rng.randbytes(rng.randint(MIN_SIZE, MAX_SIZE))
+            path = root / key
+            path.write_bytes(data)
+            side = dict(zip(_SIDE_KEYS, ("application/octet-stream", {"origin": "bench"},
+                                         hashlib.md5(data).hexdigest(), google_crc32c.Checksum(data).digest().hex(),
+                                         str(1_700_000_000_000_000_000 + i), None, None, os.stat(path).st_ino)))
+            (meta / (key + ".json")).write_text(json.dumps(side))
+    stamp.write_text(str(count))
+    return root
+
+
+def _seed_sparse(root: Path, count: int, stamp: Path) -> Path:
+    shutil.rmtree(root, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
+    rng = random.Random(count)
+    for start in range(0, count, PER_FOLDER):
+        folder = key_of(start).split("/")[0]
+        os.makedirs(f"{root}/{folder}")
+        os.makedirs(f"{root}/.spotshift/meta/{folder}")
+        for i in range(start, min(count, start + PER_FOLDER)):
+            key = key_of(i)
+            fd = os.open(f"{root}/{key}", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.ftruncate(fd, rng.randint(MIN_SIZE, MAX_SIZE))
+            inode = os.fstat(fd).st_ino
+            os.close(fd)
+            digest = hashlib.md5(key.encode()).hexdigest()
+            side = dict(zip(_SIDE_KEYS, ("application/octet-stream", {"origin": "bench"}, digest, digest[:8],
+                                         str(1_700_000_000_000_000_000 + i), None, None, inode)))
+            fd = os.open(f"{root}/.spotshift/meta/{key}.json", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, json.dumps(side).encode())
+            os.close(fd)
+    stamp.write_text(str(count))
+    return root
+
+
+def seed_gcs(bucket: str, project: str, count: int) -> None:
+    """``count`` objects into a fake-gcs-server bucket (16 parallel puts)."""
+    from app.storage.gcs import GcsStore
+
+    rng = random.Random(count)
+    sizes = [rng.randint(MIN_SIZE, MAX_SIZE) for _ in range(count)]
+    with GcsStore(bucket, project=project) as store, concurrent.futures.ThreadPoolExecutor(16) as pool:
+        for job in [pool.submit(store.put, key_of(i), os.urandom(size), content_type="application/octet-stream")
+                    for i, size in enumerate(sizes)]:
+            job.result()
+
+
+class Scale:
+    """Runs the scale cases with the ``run_child``/``spotshift_command`` helpers of the main benchmark."""
+
+    def __init__(self, run_child: Callable[..., Any], spotshift: list[str], env: dict[str, str], work: Path,
+                 rclone: str, before: Path | None = None) -> None:
+        self.before = before
+        self.run_child = run_child
+        self.spotshift = spotshift
+        self.env = env
+        self.work = work
+        self.rclone = rclone
+        self.rows: list[tuple[str, int, Any]] = []
+        #: Targets to remove once every figure is taken (removing 100k files takes minutes on this disk).
+        self.leftovers: list[Path] = []
+
+    def clean_up(self) -> None:
+        """Remove the targets the runs made (the seeded sources stay for the next run)."""
+        for path in self.leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def engine(self, *args: str, before: bool = False) -> tuple[Any, dict]:
+        sample, out = self.run_child([*self.spotshift, "migrate", *args, "--json"], self.env,
+                                     self.before if before else None)
+        return sample, json.loads(out)
+
+    def rclone_run(self, *args: str, config: Path | None = None) -> Any:
+        command = [self.rclone, *(["--config", str(config)] if config else []), "copy", *args, "-q",
+                   "--exclude", "/.spotshift/**"]
+        sample, _ = self.run_child(command, self.env)
+        return sample
+
+    def record(self, name: str, objects: int, sample: Any) -> Any:
+        self.rows.append((name, objects, sample))
+        print(f"  {name:<44} {sample.seconds:8.2f} s  {sample.maxrss_kib / 1024:7.0f} MiB", flush=True)
+        return sample
+
+    def local(self, count: int) -> dict[str, Any]:
+        """First copy and no-op rerun, file:// → file://, engine and rclone."""
+        src = seed_local(self.work / f"src-{count}", count)
+        out: dict[str, Any] = {}
+        dst = self.work / f"dst-{uuid.uuid4().hex[:8]}"
+        dst.mkdir()
+        sample, report = self.engine(f"file://{src}", f"file://{dst}")
+        assert report["objects_copied"] == count and report["verified"], report
+        out["engine copy"] = self.record(f"engine first copy {count} file://", count, sample)
+        sample, report = self.engine(f"file://{src}", f"file://{dst}")
+        assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
+        out["engine noop"] = self.record(f"engine no-op {count} file://", count, sample)
+        self.leftovers.append(dst)
+        rdst = self.work / f"rclone-{uuid.uuid4().hex[:8]}"
+        out["rclone copy"] = self.record(f"rclone first copy {count} file://", count,
+                                         self.rclone_run(str(src), str(rdst), "--transfers", "32"))
+        out["rclone noop"] = self.record(f"rclone no-op (size+modtime) {count}", count,
+                                         self.rclone_run(str(src), str(rdst)))
+        out["rclone noop checksum"] = self.record(f"rclone no-op --checksum {count}", count,
+                                                  self.rclone_run(str(src), str(rdst), "--checksum"))
+        self.leftovers.append(rdst)
+        return out
+
+    def dry_run(self, count: int) -> dict[str, Any]:
+        """Dry run into an empty target, file://."""
+        src = seed_local(self.work / f"sparse-{count}", count, sparse=True)
+        empty = self.work / "empty"
+        empty.mkdir(exist_ok=True)
+        out: dict[str, Any] = {}
+        sample, report = self.engine(f"file://{src}", f"file://{empty}", "--dry-run")
+        assert report["objects_planned"] == count, {k: v for k, v in report.items() if not k.startswith("planned")}
+        out["engine"] = self.record(f"engine dry run {count} file://", count, sample)
+        if self.before is not None:
+            sample, report = self.engine(f"file://{src}", f"file://{empty}", "--dry-run", before=True)
+            assert report["objects_planned"] == count
+            out["engine before"] = self.record(f"engine (before) dry run {count} file://", count, sample)
+        out["rclone"] = self.record(f"rclone dry run {count} file://", count,
+                                    self.rclone_run(str(src), str(empty), "--dry-run"))
+        return out
+
+    def emulators(self, count: int, gcs: Any, azurite: Any, config: Path) -> dict[str, Any]:
+        """No-op rerun fake-gcs-server → Azurite, engine and rclone --checksum."""
+        bucket = f"scale-{count}"
+        gcs.create_bucket(bucket)
+        seed_gcs(bucket, gcs.project, count)
+        out: dict[str, Any] = {}
+        container = f"scale-{uuid.uuid4().hex[:12]}"
+        azurite.create_container(container)
+        _, report = self.engine(f"gs://{bucket}", f"az://{container}")
+        assert report["objects_copied"] == count and report["verified"], report
+        sample, report = self.engine(f"gs://{bucket}", f"az://{container}")
+        assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
+        out["engine"] = self.record(f"engine no-op {count} gcs->azure", count, sample)
+        if self.before is not None:
+            bcontainer = f"scale-{uuid.uuid4().hex[:12]}"
+            azurite.create_container(bcontainer)
+            self.engine(f"gs://{bucket}", f"az://{bcontainer}", before=True)
+            sample, report = self.engine(f"gs://{bucket}", f"az://{bcontainer}", before=True)
+            assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
+            out["engine before"] = self.record(f"engine (before) no-op {count} gcs->azure", count, sample)
+        rcontainer = f"scale-{uuid.uuid4().hex[:12]}"
+        azurite.create_container(rcontainer)
+        self.rclone_run(f"gcs:{bucket}", f"az:{rcontainer}", "--checksum", "--transfers", "32", config=config)
+        out["rclone"] = self.record(f"rclone no-op --checksum {count} gcs->azure", count,
+                                    self.rclone_run(f"gcs:{bucket}", f"az:{rcontainer}", "--checksum",
+                                                    config=config))
+        return out
+
+
+def per_object(sample: Any, count: int) -> tuple[float, float]:
+    """(µs per object, peak RSS bytes per object)."""
+    return sample.seconds / count * 1e6, sample.maxrss_kib * 1024 / count
+
+
+def summarize(local: dict[str, Any] | None, n_local: int, dry: dict[str, Any] | None, n_dry: int,
+              emu: dict[str, Any] | None, n_emu: int) -> None:
+    """Per-object figures and each target of issue 12 as a ratio (engine / rclone)."""
+    print("\nscale: per object (time, peak RSS)")
+    rows: list[tuple[str, Any, int]] = []
+    if local:
+        rows += [(f"{name} ({n_local})", s, n_local) for name, s in local.items()]
+    if dry:
+        rows += [(f"dry run {name} ({n_dry})", s, n_dry) for name, s in dry.items()]
+    if emu:
+        rows += [(f"emulator no-op {name} ({n_emu})", s, n_emu) for name, s in emu.items()]
+    for name, sample, count in rows:
+        us, rss = per_object(sample, count)
+        print(f"  {name:<40} {us:9.1f} µs  {rss:8.0f} B RSS")
+    print("\nscale targets (engine / rclone; <= 1.00 meets it, first copy <= 2.00)")
+    if local:
+        print(f"  ratio no-op time file:// vs rclone --checksum: "
+              f"{local['engine noop'].seconds / local['rclone noop checksum'].seconds:.2f}")
+        print(f"  ratio no-op RSS file:// vs rclone --checksum: "
+              f"{local['engine noop'].maxrss_kib / local['rclone noop checksum'].maxrss_kib:.2f}")
+        print(f"  ratio first copy time file://: {local['engine copy'].seconds / local['rclone copy'].seconds:.2f}")
+    if dry:
+        print(f"  ratio dry run time: {dry['engine'].seconds / dry['rclone'].seconds:.2f}")
+        print(f"  ratio dry run RSS per object: {dry['engine'].maxrss_kib / dry['rclone'].maxrss_kib:.2f}")
+    if emu:
+        print(f"  ratio emulator no-op time vs rclone --checksum: {emu['engine'].seconds / emu['rclone'].seconds:.2f}")
+        print(f"  ratio emulator no-op RSS: {emu['engine'].maxrss_kib / emu['rclone'].maxrss_kib:.2f}")

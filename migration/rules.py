@@ -1,0 +1,237 @@
+"""What counts as a verified copy: key selection (prefix, globs, shard), provenance and the comparison rules.
+
+Pure functions of listings, shared by the planner, the transfer pool and
+verification; nothing here talks to a store.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from app.storage.base import ObjectInfo, ObjectStore
+
+#: Target metadata naming the copied object (``gs://bucket/key``, percent-encoded to ASCII).
+PROVENANCE_SOURCE = "spotshift_source"
+#: The source object's version (GCS generation, Azure ETag, local stamp) when it was copied.
+PROVENANCE_VERSION = "spotshift_source_version"
+#: The source object's MD5 (hex), when the source had one.
+PROVENANCE_MD5 = "spotshift_source_md5"
+#: The source object's CRC32C (hex), when the source had one.
+PROVENANCE_CRC32C = "spotshift_source_crc32c"
+#: Every provenance key the engine writes.
+PROVENANCE_KEYS = (PROVENANCE_SOURCE, PROVENANCE_VERSION, PROVENANCE_MD5, PROVENANCE_CRC32C)
+#: User-metadata names starting with this belong to spotshift and are never carried over.
+RESERVED_METADATA_PREFIX = "spotshift_"
+
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Characters left as they are in the provenance URL; everything else is
+# percent-encoded so the value is printable ASCII (Azure metadata travels as HTTP headers).
+_URL_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class UsageError(ValueError):
+    """The run cannot start as asked (a bad argument); nothing was written."""
+
+
+class DeleteLimitExceeded(UsageError):
+    """``delete=True`` would remove more target objects than ``max_delete`` allows; nothing was written."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for transient storage errors."""
+
+    attempts: int = 4
+    """Tries per operation, the first included."""
+    base_delay: float = 0.25
+    """Seconds; the n-th retry waits a random time up to ``base_delay * 2**n``."""
+    max_delay: float = 8.0
+    """Cap on one wait, seconds."""
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based): full jitter."""
+        return random.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def normalize_prefix(prefix: str) -> str:
+    """A prefix names a folder: no leading ``/``, one trailing ``/`` (``""`` stays the whole store)."""
+    prefix = (prefix or "").lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return prefix
+
+
+@dataclass(frozen=True)
+class KeyFilter:
+    """``fnmatch`` globs on the key relative to the prefix: kept if it matches an include (when any) and no exclude."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, include: Iterable[str] | None = (), exclude: Iterable[str] | None = ()) -> "KeyFilter":
+        """Build from any iterables of globs (a lone string counts as one glob)."""
+        return cls(_globs(include), _globs(exclude))
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.exclude)
+
+    def __call__(self, relative_key: str) -> bool:
+        if self.include and not any(fnmatch.fnmatchcase(relative_key, g) for g in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(relative_key, g) for g in self.exclude)
+
+
+def _globs(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value if v)
+
+
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Slice ``index`` of ``count`` of the key space, by a stable hash of the key relative to the prefix.
+
+    A hash, not key ranges: slices are even whatever the key distribution,
+    and every runner can tell its keys apart without knowing the others'.
+    The same relative key falls in the same slice on the source and on the
+    target, so copies, deletes and verification of N runners never overlap.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UsageError(f"invalid shard {self.index}/{self.count}: need 0 <= I < N")
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        """``"I/N"`` (0-based I, e.g. ``3/4``); None or ``""`` is the whole key space."""
+        if not text:
+            return cls()
+        match = _SHARD.match(text)
+        if match is None:
+            raise UsageError(f"invalid shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def whole(self) -> bool:
+        """True when this slice is the whole key space."""
+        return self.count == 1
+
+    def __call__(self, relative_key: str) -> bool:
+        if self.count == 1:
+            return True
+        return zlib.crc32(relative_key.encode("utf-8", "surrogatepass")) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def location_url(store: ObjectStore, prefix: str) -> str:
+    """``gs://bucket/prefix`` for reports (the store's URL never holds a credential)."""
+    prefix = normalize_prefix(prefix)
+    return f"{store.url}/{prefix}".rstrip("/") if prefix else store.url
+
+
+def provenance_for(source: ObjectStore, info: ObjectInfo) -> dict[str, str]:
+    """The provenance metadata a copy of ``info`` carries."""
+    meta = {PROVENANCE_SOURCE: quote(f"{source.url}/{info.key}", safe=_URL_SAFE)}
+    if info.version:
+        meta[PROVENANCE_VERSION] = info.version
+    if info.md5:
+        meta[PROVENANCE_MD5] = info.md5.lower()
+    if info.crc32c:
+        meta[PROVENANCE_CRC32C] = info.crc32c.lower()
+    return meta
+
+
+def user_metadata(info: ObjectInfo) -> dict[str, str]:
+    """The object's own user metadata, without spotshift's reserved entries (lowercase names)."""
+    return {
+        name.lower(): value or ""
+        for name, value in info.metadata.items()
+        if not name.lower().startswith(RESERVED_METADATA_PREFIX)
+    }
+
+
+def _provenance(info: ObjectInfo) -> dict[str, str]:
+    lowered = {name.lower(): value for name, value in info.metadata.items()}
+    return {key: (lowered[key] or "").lower() if key != PROVENANCE_SOURCE else lowered[key]
+            for key in PROVENANCE_KEYS if lowered.get(key)}
+
+
+def compare(source: ObjectInfo, target: ObjectInfo | None) -> str | None:
+    """Why ``target`` is not a verified copy of ``source`` (a short reason), or None when it is.
+
+    Decided from listings alone: size, the provenance checksums against the
+    source's, the target's own MD5/CRC32C against the provenance (catches
+    bytes altered after the copy), then content type, encoding, cache
+    control and user metadata.
+    """
+    if target is None:
+        return "missing on target"
+    if target.size != source.size:
+        return f"size differs (source {source.size} B, target {target.size} B)"
+    prov = _provenance(target)
+    if not (prov.keys() & {PROVENANCE_MD5, PROVENANCE_CRC32C, PROVENANCE_VERSION}):
+        return "target has no spotshift provenance (written by something else)"
+    if source.md5:
+        md5 = source.md5.lower()
+        if prov.get(PROVENANCE_MD5) != md5:
+            return "content differs (MD5)"
+        if target.md5 and target.md5.lower() != md5:
+            return "target bytes altered after the copy (its MD5 differs from the source's)"
+    elif source.crc32c:
+        crc = source.crc32c.lower()
+        if prov.get(PROVENANCE_CRC32C) != crc:
+            return "content differs (CRC32C)"
+        if target.crc32c and target.crc32c.lower() != crc:
+            return "target bytes altered after the copy (its CRC32C differs from the source's)"
+    elif prov.get(PROVENANCE_VERSION) != (source.version or "").lower():
+        return "source changed since the copy (version differs; the source has no checksum)"
+    if (source.content_type or _DEFAULT_CONTENT_TYPE) != (target.content_type or _DEFAULT_CONTENT_TYPE):
+        return f"content type differs ({source.content_type!r} vs {target.content_type!r})"
+    if (source.content_encoding or None) != (target.content_encoding or None):
+        return "content encoding differs"
+    if (source.cache_control or None) != (target.cache_control or None):
+        return "cache control differs"
+    if user_metadata(source) != user_metadata(target):
+        return "user metadata differs"
+    return None
+
+
+def content_id(info: ObjectInfo) -> str:
+    """What identifies an object's content in a manifest, equal for a source object and its copy.
+
+    A copy is identified by the checksum kind its source had (MD5, else
+    CRC32C, else version); its own checksum of that kind wins over the
+    provenance value, so altered bytes change the id.
+    """
+    prov = _provenance(info)
+    if prov.get(PROVENANCE_MD5):
+        return "md5:" + (info.md5 or prov[PROVENANCE_MD5]).lower()
+    if prov.get(PROVENANCE_CRC32C):
+        return "crc32c:" + (info.crc32c or prov[PROVENANCE_CRC32C]).lower()
+    if prov.get(PROVENANCE_VERSION):
+        return "version:" + prov[PROVENANCE_VERSION]
+    if info.md5:
+        return "md5:" + info.md5.lower()
+    if info.crc32c:
+        return "crc32c:" + info.crc32c.lower()
+    return "version:" + (info.version or "").lower()
