@@ -182,6 +182,10 @@ class Worker:
                 backoff = min(30.0, self.settings.WORKER_POLL_SECONDS * 2**failures)
                 log.warning("worker %s: storage error (%s), retrying in %.1fs", self.worker_id, exc, backoff)
                 self._stopping.wait(backoff)
+        try:
+            self.queue.flush()  # leases of the last jobs, deleted once a second old
+        except StorageError as exc:
+            log.warning("worker %s: leftover leases not deleted (they expire): %s", self.worker_id, exc)
         log.info(
             "worker %s: stopped (%s); %d done, %d failed",
             self.worker_id, self.stop_reason or "queue empty", self.done, self.failed,

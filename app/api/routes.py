@@ -20,7 +20,7 @@ from app.api.metrics import Metrics
 from app.api.deps import MetricsDep, QueueDep, SettingsDep, StoreDep
 from app.api.schemas import Health, JobList, JobView
 from app.imaging import ImageError, ImageTooLarge, verify_image
-from app.queue import JobCorrupt, JobNotFound, Queue, is_job_id
+from app.queue import InvalidCursor, JobCorrupt, JobNotFound, JobPage, Queue, is_job_id
 from app.settings import Settings
 from app.storage.base import ObjectNotFound, StorageError
 
@@ -128,9 +128,10 @@ def _page() -> Template:
     return Template(resources.files("app.api").joinpath("templates/index.html").read_text(encoding="utf-8"))
 
 
-def _index_html(queue: Queue, settings: Settings, message: str = "") -> str:
+def _index_html(queue: Queue, settings: Settings, message: str = "", cursor: str | None = None) -> str:
     rows = []
-    for job in queue.recent(20):
+    page = _job_page(queue, 20, cursor)
+    for job in page.jobs:
         view = JobView.from_job(job)
         result = f'<a href="{view.links.result}">result</a>' if view.status == "done" else html.escape(view.error or "")
         rows.append(
@@ -138,6 +139,8 @@ def _index_html(queue: Queue, settings: Settings, message: str = "") -> str:
             f"<td>{html.escape(view.filename)}</td><td>{view.status}</td>"
             f"<td>{html.escape(view.created_at)}</td><td>{result}</td></tr>"
         )
+    if page.cursor:
+        rows.append(f'<tr><td colspan="5"><a href="/?cursor={page.cursor}">Older jobs</a></td></tr>')
     counts = queue.counts()
     frozen = '<p class="message">Uploads are paused (read-only) while the service moves.</p>'
     return _page().substitute(
@@ -150,10 +153,17 @@ def _index_html(queue: Queue, settings: Settings, message: str = "") -> str:
     )
 
 
+def _job_page(queue: Queue, limit: int, cursor: str | None) -> JobPage:
+    try:
+        return queue.page(limit, cursor)
+    except InvalidCursor:
+        raise HTTPException(422, "invalid cursor") from None
+
+
 @router.get("/", response_class=HTMLResponse, summary="Upload page and recent jobs")
-def index(queue: QueueDep, settings: SettingsDep) -> HTMLResponse:
-    """The upload form and the most recent jobs."""
-    return HTMLResponse(_index_html(queue, settings))
+def index(queue: QueueDep, settings: SettingsDep, cursor: str | None = None) -> HTMLResponse:
+    """The upload form and the most recent jobs (older ones page by page with ``cursor``)."""
+    return HTMLResponse(_index_html(queue, settings, cursor=cursor))
 
 
 @router.post("/upload", include_in_schema=False)
@@ -181,9 +191,14 @@ async def create_job(request: Request, queue: QueueDep, settings: SettingsDep, m
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(queue: QueueDep, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
-    """Recent jobs, newest first."""
-    return JobList(jobs=[JobView.from_job(job) for job in queue.recent(limit)])
+def list_jobs(
+    queue: QueueDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+) -> JobList:
+    """Recent jobs, newest first, one page at a time: ``next_cursor`` gives the next (older) page."""
+    page = _job_page(queue, limit, cursor)
+    return JobList(jobs=[JobView.from_job(job) for job in page.jobs], next_cursor=page.cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
@@ -231,7 +246,7 @@ def readyz(store: StoreDep, settings: SettingsDep) -> Health:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics_endpoint(queue: QueueDep, metrics: MetricsDep) -> Response:
-    """Prometheus metrics; job counts are read from the store at scrape time."""
+    """Prometheus metrics; queued and processing jobs from one listing page each of ``queue/`` and ``leases/``."""
     try:
         counts = queue.counts()
     except StorageError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 Status = Literal["queued", "processing", "done", "failed"]
 
@@ -45,6 +45,7 @@ class JobList(BaseModel):
     """Recent jobs, newest first."""
 
     jobs: list[JobView]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next (older) page; null at the end.")
 
 
 class Health(BaseModel):
