@@ -606,6 +606,24 @@ class Queue:
         except (PreconditionFailed, ObjectNotFound):
             pass  # already gone or taken over: either way it is no longer ours
 
+    def _expire_soon(self, lease: Lease) -> None:
+        """Let the lease run out ``rewrite_gap`` from now: the next claim takes it over, a second after this write.
+
+        Deleting it instead would let the next claim create the same name again
+        at once, faster than Cloud Storage accepts writes to one name.
+        """
+        self._await_gap(lease.written_at)
+        doc = {
+            "job_id": lease.job_id, "worker": lease.worker, "expires_at": self._clock() + self.rewrite_gap,
+            "attempt": lease.attempt, "started_at": lease.started_at,
+        }
+        try:
+            self.store.put_json(
+                self.lease_key(lease.job_id), doc, metadata=_lease_metadata(doc), if_version=lease.version
+            )
+        except (PreconditionFailed, ObjectNotFound):
+            pass  # taken over meanwhile: the new owner has it
+
     def _drop_lease_soon(self, lease: Lease) -> None:
         """Delete the lease now if it was written ``rewrite_gap`` ago, otherwise on a later claim or ``flush``."""
         if self._clock() - lease.written_at >= self.rewrite_gap:
@@ -685,7 +703,7 @@ class Queue:
         self._await_gap(_epoch(job["updated_at"]))
         job.update(status="queued", error=reason, worker=None)
         self._save(job)
-        self._drop_lease_soon(claim.lease)
+        self._expire_soon(claim.lease)
         log.warning(
             "job %s: attempt %d/%d on worker %s failed, will retry: %s",
             claim.job_id, job["attempts"], self.max_attempts, claim.lease.worker, reason,

@@ -249,14 +249,18 @@ def test_a_job_whose_workers_keep_dying_fails_instead_of_looping(local_store: Lo
     assert "gave up after 2 attempts" in final["error"] and "worker was lost" in final["error"]
 
 
-def test_claim_cleans_up_the_marker_of_an_already_finished_job(queue: Queue, local_store: LocalStore) -> None:
+def test_claim_cleans_up_the_marker_of_an_already_finished_job(local_store: LocalStore, clock: FakeClock) -> None:
+    queue = Queue(local_store, lease_seconds=60, clock=clock, sleep=clock.advance)
     job = queue.submit(png_bytes(), "a.png", "image/png")
     claim = queue.claim("w1")
     assert claim is not None
     queue.complete(claim, b"png")
-    local_store.put(f"queue/{job['id']}", b"")  # as if the worker died before deleting it
+    local_store.put(f"queue/{job['id']}", b"")  # as if the worker died before deleting it and its lease
+    clock.advance(61)
 
-    assert queue.claim("w2") is None
+    rescuer = Queue(local_store, lease_seconds=60, clock=clock, sleep=clock.advance)
+    assert rescuer.claim("w2") is None
+    rescuer.flush()
 
     assert keys(local_store, "queue/") == [] and keys(local_store, "leases/") == []
     assert queue.get(job["id"])["status"] == "done"
