@@ -60,10 +60,10 @@ RESULTS = "results/"
 FAILED = "failed/"
 MAX_RECENT = 100
 #: Markers a claim reads (one listing request) and leases it reads alongside.
-CLAIM_PAGE = 50
+CLAIM_PAGE = 64
 LEASE_PAGE = 1000
 #: Concurrent workers pick at random among the first this many free markers, so they rarely collide.
-CLAIM_SPREAD = 16
+CLAIM_SPREAD = 32
 #: ``counts`` reads at most this many markers and leases (one listing page each); the count saturates there.
 COUNT_CAP = 1000
 #: Seconds between two writes of one object name (Cloud Storage: about one per second).
@@ -556,14 +556,20 @@ class Queue:
         return Lease(job_id, worker_id, doc["expires_at"], str(info.version), attempt, doc["started_at"], now)
 
     def _landed(self, key: str, doc: dict[str, Any]) -> ObjectInfo | None:
-        """After a failed conditional write: the object's info if it holds exactly ``doc`` anyway.
+        """After a failed conditional write: the lease's info if it holds exactly ``doc`` anyway.
 
         A write that committed but whose response was lost is retried by the
         backend and then fails its own precondition; the lease's expiry (a
-        fresh timestamp) makes the document unique to that one write.
+        fresh timestamp) makes the document unique to that one write. The
+        lease's metadata says so in one request; without it, the body is read.
         """
         try:
             info = self.store.head(key)
+        except ObjectNotFound:
+            return None
+        if "expires_at" in info.metadata:
+            return info if info.metadata == {**info.metadata, **_lease_metadata(doc)} else None
+        try:
             current = self.store.get_json(key)
         except (ObjectNotFound, ValueError):
             return None
