@@ -11,12 +11,13 @@ POLICY_PY := $(POLICY_VENV)/bin/python
 POLICY_STAMP := $(POLICY_VENV)/.spotshift-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test demo bench lint clean system-tools rclone image screenshots policy-setup
+.PHONY: help setup test demo bench bench-workload lint clean system-tools rclone image screenshots policy-setup
 
 help:
 	@echo "make demo   - set up and run the local migration rehearsal on the emulators"
 	@echo "make test   - set up and run the full test suite"
 	@echo "make bench  - set up and run the migration benchmark (engine vs seed loop vs rclone)"
+	@echo "make bench-workload - queue and API costs on Azurite: 50 vs 20,000 jobs, 1 vs 8 workers"
 	@echo "make image  - build the workload container image (IMAGE=spotshift:dev) with Docker or podman"
 	@echo "make clean  - remove the venv, node_modules, reports and test artefacts"
 	@echo "make screenshots - re-take the README screenshots (tools/screenshots/) in chromium"
@@ -78,6 +79,9 @@ demo: setup
 
 bench: setup rclone
 	$(PY) bench/bench_migration.py
+
+bench-workload: setup
+	$(PY) bench/bench_workload.py
 
 # The workload image (no Pulumi in it), with whichever engine is here: Docker first, else podman.
 IMAGE ?= spotshift:dev

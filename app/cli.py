@@ -1,4 +1,4 @@
-"""The ``spotshift`` command: ``api``, ``worker``, ``demo``, ``rehearse`` and the migration commands.
+"""The ``spotshift`` command: ``api``, ``worker``, ``backfill-index``, ``demo``, ``rehearse`` and the migration commands.
 
 Heavy imports (FastAPI, uvicorn, Pillow, cloud SDKs) happen inside the
 commands so ``spotshift --help`` and the migration commands start fast.
@@ -82,6 +82,19 @@ def worker(
 
         code = _configured(lambda settings: run_worker(settings, burst=burst, early_signals=early_signals))
     raise typer.Exit(code)
+
+
+@cli.command("backfill-index")
+def backfill_index() -> None:
+    """Give jobs from before the newest-first index an index/ entry (one-time; safe to repeat)."""
+    from app.queue import Queue
+
+    def run(settings: Any) -> tuple[int, int]:
+        with settings.build_store() as store:
+            return Queue.from_settings(store, settings).backfill_index()
+
+    added, present = _configured(run)
+    typer.echo(f"index backfill: {added} entries added, {present} already there")
 
 
 @cli.command()

@@ -183,6 +183,10 @@ class Worker:
         finally:
             if self._owns_process and isinstance(self._process, ChildTransform):
                 self._process.close()
+        try:
+            self.queue.flush()  # leases of the last jobs, deleted once a second old
+        except StorageError as exc:
+            log.warning("worker %s: leftover leases not deleted (they expire): %s", self.worker_id, exc)
         log.info(
             "worker %s: stopped (%s); %d done, %d failed",
             self.worker_id, self.stop_reason or "queue empty", self.done, self.failed,

@@ -22,7 +22,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.jobs = Gauge("spotshift_jobs", "Jobs in the store, by status.", ["status"], registry=self.registry)
+        self.jobs = Gauge(
+            "spotshift_jobs",
+            "Jobs queued or processing now (from one listing page: saturates at 1,000).",
+            ["status"],
+            registry=self.registry,
+        )
         self.storage_up = Gauge(
             "spotshift_storage_up", "1 if the last scrape could read the store.", registry=self.registry
         )

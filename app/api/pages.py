@@ -6,10 +6,11 @@ from datetime import datetime
 from functools import cache
 from html import escape
 from importlib import resources
+from urllib.parse import quote
 from string import Template
 
 from app.api.schemas import JobView
-from app.queue import JobCorrupt, JobNotFound, Queue, is_job_id
+from app.queue import JobCorrupt, JobNotFound, JobPage, Queue, is_job_id
 from app.settings import Settings
 
 #: Jobs shown on the upload page (one bounded listing per page view).
@@ -113,19 +114,25 @@ def _refusal(detail: str) -> str:
     )
 
 
-def index_html(queue: Queue, settings: Settings, *, submitted: str | None = None, refused: str = "") -> str:
-    """The upload page: form, confirmation or refusal, and the recent jobs with live status.
+def index_html(
+    queue: Queue, settings: Settings, page: JobPage, *, submitted: str | None = None, refused: str = ""
+) -> str:
+    """The upload page: form, confirmation or refusal, and one page of jobs (newest first) with live status.
 
-    One bounded listing (the recent jobs) per view: no count of the whole history.
+    One bounded listing (the page of jobs) per view: no count of the whole history.
     """
-    views = [JobView.from_job(job) for job in queue.recent(RECENT_ON_PAGE)]
+    views = [JobView.from_job(job) for job in page.jobs]
+    rows = [_row(view) for view in views]
+    if page.cursor:
+        older = escape(quote(page.cursor, safe=""))
+        rows.append(f'<tr class="older"><td colspan="5"><a href="/?cursor={older}">Older jobs</a></td></tr>')
     paused = '<div class="notice paused"><p>Uploads are paused (read-only) while the service moves.</p></div>'
     return _template("index.html").substitute(
         message=_refusal(refused) if refused else _confirmation(queue, submitted),
         read_only=paused if settings.READ_ONLY else "",
         disabled="disabled" if settings.READ_ONLY else "",
         max_mib=f"{settings.MAX_UPLOAD_BYTES / 1024 / 1024:.0f}",
-        rows="\n".join(_row(view) for view in views) or '<tr><td colspan="5">No jobs yet.</td></tr>',
+        rows="\n".join(rows) or '<tr><td colspan="5">No jobs yet.</td></tr>',
     )
 
 

@@ -20,11 +20,17 @@ from app.api.metrics import Metrics
 from app.api.previews import check_decodes, thumbnail_jpeg
 from app.api.schemas import Health, JobList, JobView
 from app.imaging import ImageError, ImageTooLarge, ImageInfo, verify_image
-from app.queue import JobCorrupt, JobNotFound, Queue, is_job_id
+from app.queue import InvalidCursor, JobCorrupt, JobNotFound, JobPage, Queue, is_job_id
 from app.settings import Settings
 from app.storage.base import ObjectNotFound, ObjectStore, PreconditionFailed, StorageError
 
 router = APIRouter()
+
+#: A page cursor is opaque: only a ``next_cursor`` this API handed out is valid (others answer 422).
+CursorParam = Annotated[
+    str | None,
+    Query(max_length=4096, pattern=r"^[A-Za-z0-9_-]+$", description="A previous page's `next_cursor`."),
+]
 
 #: Seconds a client should wait before retrying a write during the cutover freeze.
 READ_ONLY_RETRY_AFTER = "120"
@@ -163,10 +169,23 @@ def _finished(job: dict[str, Any]) -> None:
         raise HTTPException(409, "job not done")
 
 
+def _job_page(queue: Queue, limit: int, cursor: str | None) -> JobPage:
+    try:
+        return queue.page(limit, cursor)
+    except InvalidCursor:
+        raise HTTPException(422, "invalid cursor") from None
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def index(queue: QueueDep, settings: SettingsDep, submitted: str | None = None) -> HTMLResponse:
-    """The upload form and the most recent jobs (``?submitted=`` confirms a form upload)."""
-    return HTMLResponse(pages.index_html(queue, settings, submitted=submitted))
+def index(
+    queue: QueueDep,
+    settings: SettingsDep,
+    submitted: str | None = None,
+    cursor: CursorParam = None,
+) -> HTMLResponse:
+    """The upload form and the most recent jobs (``?submitted=`` confirms a form upload; ``?cursor=`` pages back)."""
+    page = _job_page(queue, pages.RECENT_ON_PAGE, cursor)
+    return HTMLResponse(pages.index_html(queue, settings, page, submitted=submitted))
 
 
 @router.post("/upload", include_in_schema=False)
@@ -175,7 +194,9 @@ async def upload_form(request: Request, queue: QueueDep, settings: SettingsDep, 
     try:
         job = await _submit(request, queue, settings, metrics)
     except HTTPException as exc:
-        page = await run_in_threadpool(pages.index_html, queue, settings, refused=str(exc.detail))
+        page = await run_in_threadpool(
+            lambda: pages.index_html(queue, settings, queue.page(pages.RECENT_ON_PAGE), refused=str(exc.detail))
+        )
         return HTMLResponse(page, status_code=exc.status_code, headers=exc.headers)
     return RedirectResponse(f"/?submitted={job['id']}", status_code=303)
 
@@ -203,9 +224,14 @@ async def create_job(request: Request, queue: QueueDep, settings: SettingsDep, m
 
 
 @router.get("/jobs", response_model=JobList, responses=error_responses(422, 503))
-def list_jobs(queue: QueueDep, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
-    """Recent jobs, newest first."""
-    return JobList(jobs=[JobView.from_job(job) for job in queue.recent(limit)])
+def list_jobs(
+    queue: QueueDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: CursorParam = None,
+) -> JobList:
+    """Recent jobs, newest first, one page at a time: ``next_cursor`` gives the next (older) page."""
+    page = _job_page(queue, limit, cursor)
+    return JobList(jobs=[JobView.from_job(job) for job in page.jobs], next_cursor=page.cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 422, 500, 503))
@@ -311,7 +337,7 @@ def readyz(store: StoreDep, settings: SettingsDep) -> Health:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics_endpoint(queue: QueueDep, metrics: MetricsDep) -> Response:
-    """Prometheus metrics; job counts are read from the store at scrape time."""
+    """Prometheus metrics; queued and processing jobs from one listing page each of ``queue/`` and ``leases/``."""
     try:
         counts = queue.counts()
     except StorageError:

@@ -74,6 +74,7 @@ class JobList(BaseModel):
     """Recent jobs, newest first."""
 
     jobs: list[JobView]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next (older) page; null at the end.")
 
 
 class Health(BaseModel):

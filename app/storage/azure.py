@@ -82,6 +82,7 @@ from .base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    Page,
     PreconditionFailed,
     StorageConfigError,
     StorageError,
@@ -695,6 +696,23 @@ class AzureBlobStore(ObjectStore):
             marker = page.findtext("NextMarker") or ""
             if not marker:
                 return
+
+    def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
+        """One List Blobs request of at most ``limit`` blobs; the token is Azure's ``NextMarker``."""
+        if not 1 <= limit <= 5000:
+            raise ValueError(f"limit must be between 1 and 5000, got {limit}")
+        params = {"restype": "container", "comp": "list", "include": "metadata", "maxresults": str(limit)}
+        if prefix:
+            params["prefix"] = prefix
+        if token:
+            params["marker"] = token
+        response = self._send("GET", "", query=urlencode(params, quote_via=quote), expect=(200,))
+        try:
+            page = ElementTree.fromstring(response.data)
+        except ElementTree.ParseError as err:
+            raise TransientStorageError(f"{self.url}: unreadable List Blobs response ({err})") from None
+        items = [listing_info(blob) for blob in page.iterfind("Blobs/Blob")]
+        return Page(items, page.findtext("NextMarker") or None)
 
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
         """Delete Blob, with ``If-Match`` when ``if_version`` is given."""

@@ -76,6 +76,14 @@ class ObjectInfo:
     cache_control: str | None = None
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: its objects in key order and the token of the next page (None at the end)."""
+
+    items: list[ObjectInfo]
+    token: str | None = None
+
+
 class Hasher:
     """MD5 and CRC32C over a byte stream, fed chunk by chunk."""
 
@@ -220,6 +228,24 @@ class ObjectStore(abc.ABC):
 
     def close(self) -> None:
         """Release clients and pools; the store may not be used afterwards."""
+
+    def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
+        """Up to ``limit`` objects under ``prefix`` in key order, from a previous page's ``token`` on.
+
+        Backends whose listing takes a page size and a continuation token answer
+        with one request whatever the number of objects; this default walks
+        ``list`` and uses the last key of a page as the next page's token.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        items: list[ObjectInfo] = []
+        for info in self.list(prefix):
+            if token is not None and info.key <= token:
+                continue
+            if len(items) == limit:
+                return Page(items, items[-1].key)
+            items.append(info)
+        return Page(items, None)
 
     # -- helpers written once on top of the primitives --------------------------
 

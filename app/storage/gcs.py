@@ -66,6 +66,7 @@ from .base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    Page,
     PreconditionFailed,
     StorageConfigError,
     StorageError,
@@ -522,6 +523,25 @@ class GcsStore(ObjectStore):
             for blob in blobs:
                 yield blob_info(blob)
         self._bucket_ok = True
+
+    def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
+        """One listing request of at most ``limit`` objects; the token is the service's ``nextPageToken``."""
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be between 1 and 1000, got {limit}")
+        with self._errors(bucket_call=True):
+            blobs = self._client.list_blobs(
+                self._bucket,
+                prefix=prefix or None,
+                page_size=limit,
+                page_token=token,
+                fields=_LIST_FIELDS,
+                timeout=self._timeout,
+                retry=self._retry,
+            )
+            page = next(blobs.pages, None)
+            items = [blob_info(blob) for blob in page] if page is not None else []
+        self._bucket_ok = True
+        return Page(items, blobs.next_page_token or None)
 
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
         """Delete (conditionally on the generation when ``if_version`` is given)."""
