@@ -274,6 +274,8 @@ class _SyncRun:
             if self._keep(report.planned_copies):
                 report.planned_copies.append(Problem(pair.key, reason))
         else:
+            if self.progress is not None:
+                self.progress.planned(1, info.size)
             self.submit((pair.key, info))
 
     def copy_one(self, task: tuple[str, ObjectInfo]) -> None:

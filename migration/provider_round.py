@@ -73,7 +73,11 @@ class ProgressView:
         elif event.get("event") == "progress":
             self.objects_done = int(event.get("objects") or 0)
             self.bytes_done = int(event.get("bytes") or 0)
+            if "planned_objects" in event:  # the streamed plan grows while the copy runs
+                self.objects_total = max(self.objects_total, int(event["planned_objects"] or 0))
+                self.bytes_total = max(self.bytes_total, int(event.get("planned_bytes") or 0))
             if self.phase == "copy":
+                self.copy_objects_total, self.copy_bytes_total = self.objects_total, self.bytes_total
                 self.copied_objects, self.copied_bytes = self.objects_done, self.bytes_done
 
     def line(self, now: float | None = None) -> str:
@@ -269,23 +273,34 @@ def _progress(emit: _Emitter):
         def __init__(self) -> None:
             self.lock = threading.Lock()
             self.objects = self.nbytes = 0
+            self.planned_objects = self.planned_bytes = 0
             self.sent = 0.0
 
         def phase(self, name: str, objects: int, nbytes: int) -> None:
             with self.lock:
                 self.objects = self.nbytes = 0
+                self.planned_objects, self.planned_bytes = objects, nbytes
             emit({"event": "phase", "name": name, "objects": objects, "bytes": nbytes})
 
         def advance(self, objects: int = 0, nbytes: int = 0) -> None:
             with self.lock:
                 self.objects += objects
                 self.nbytes += nbytes
-                now = time.monotonic()
-                if now - self.sent < CHILD_EVENT_SECONDS and not objects:
-                    return
-                self.sent = now
-                snapshot = {"event": "progress", "objects": self.objects, "bytes": self.nbytes}
-            emit(snapshot)
+                self._send(force=bool(objects))
+
+        def planned(self, objects: int, nbytes: int) -> None:
+            with self.lock:
+                self.planned_objects += objects
+                self.planned_bytes += nbytes
+                self._send(force=False)
+
+        def _send(self, force: bool) -> None:
+            now = time.monotonic()
+            if now - self.sent < CHILD_EVENT_SECONDS and not force:
+                return
+            self.sent = now
+            emit({"event": "progress", "objects": self.objects, "bytes": self.nbytes,
+                  "planned_objects": self.planned_objects, "planned_bytes": self.planned_bytes})
 
     return Events()
 

@@ -60,6 +60,9 @@ class Progress:
     def advance(self, objects: int = 0, nbytes: int = 0) -> None:
         """Objects finished and bytes moved since the last call."""
 
+    def planned(self, objects: int, nbytes: int) -> None:
+        """More objects and bytes decided for the current phase (a streamed plan grows while it copies)."""
+
 
 class Aborted(Exception):
     """Raised in workers once the run has been stopped by a configuration error."""

@@ -295,7 +295,7 @@ def test_missing_source_bucket_fails_with_a_message_naming_both_sides(fake_gcs, 
 
 def test_a_round_that_reaches_its_deadline_stops_reports_and_the_next_round_resumes(
         seeded_source, fake_gcs, gcs_bucket, azurite, azure_container, azure_store, monkeypatch):
-    stalls = lambda method, path: method == "GET" and "/download/" in path and "jobs%2F0001.json" in path  # noqa: E731
+    stalls = lambda method, path: method == "GET" and "/download/" in path and "uploads%2F0001" in path  # noqa: E731
     props = props_for(fake_gcs, gcs_bucket, azurite, azure_container, workers=1, deadline_seconds=3)
     provider = MigrationProvider()
 
@@ -307,14 +307,14 @@ def test_a_round_that_reaches_its_deadline_stops_reports_and_the_next_round_resu
 
     message = str(failure.value)
     assert proxy.stalled, "the source stalled on the object's download"
-    # One worker copies largest first: results/0001.png and uploads/... before the stalled jobs/0001.json.
-    assert "2 of 5 planned objects" in message, message
+    # One worker copies in key order as the plan streams: every key before the stalled uploads/... lands.
+    assert "4 of 5 planned objects" in message, message
     assert "Run `pulumi up` again" in message and "deadline" in message
-    assert sorted(i.key for i in azure_store.list()) == ["results/0001.png", "uploads/0001/cat photo.png"]
+    assert sorted(i.key for i in azure_store.list()) == sorted(set(OBJECTS) - {"uploads/0001/cat photo.png"})
 
     resumed = provider.create({**props, "deadline_seconds": 120})
 
-    assert resumed.outs["objects_copied"] == 3 and resumed.outs["objects_skipped"] == 2, resumed.outs
+    assert resumed.outs["objects_copied"] == 1 and resumed.outs["objects_skipped"] == 4, resumed.outs
     assert resumed.outs["verified"] is True
 
 
