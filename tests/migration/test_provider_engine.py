@@ -17,6 +17,7 @@ The transcript (each call and the essential fields of its answer, and the engine
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from concurrent import futures
@@ -115,7 +116,10 @@ def start_provider(engine_address: str, extra_env: dict[str, str], stderr_path: 
     env.update({f"PULUMI_RUNTIME_{key.upper()}": str(value) for key, value in options.items()})
     env.update(extra_env)
     process = subprocess.Popen(["/bin/sh", str(LAUNCHER), engine_address], cwd=REPO_ROOT / project["main"], env=env,
-                               stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True)
+                               stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True,
+                               # The launcher runs python as its child (no exec); the engine ends the
+                               # plugin's whole process group, and so does this test.
+                               start_new_session=True)
     first = process.stdout.readline()
     if not first.strip().isdigit():
         process.wait(timeout=10)
@@ -273,7 +277,7 @@ def test_the_provider_runs_under_the_engines_launcher_and_protocol(mocks, own_em
         assert read.id == created.id
     finally:
         channel.close()
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
         server.stop(0)
         proxy.__exit__(None, None, None)
