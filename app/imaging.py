@@ -36,7 +36,8 @@ def configure(max_pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def _open(source: BinaryIO, max_pixels: int) -> Image.Image:
+def open_image(source: BinaryIO, max_pixels: int) -> Image.Image:
+    """Open an allowed image within the pixel cap (lazily: nothing decoded yet); ``ImageError`` if not."""
     try:
         image = Image.open(source, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
@@ -55,7 +56,7 @@ def _open(source: BinaryIO, max_pixels: int) -> Image.Image:
 
 def verify_image(source: BinaryIO, max_pixels: int) -> ImageInfo:
     """Check an upload is an allowed, intact image within the pixel cap; ``ImageError`` if not."""
-    image = _open(source, max_pixels)
+    image = open_image(source, max_pixels)
     with image:
         info = ImageInfo(
             format=image.format or "",
@@ -72,7 +73,7 @@ def verify_image(source: BinaryIO, max_pixels: int) -> ImageInfo:
 
 def grayscale_png(data: bytes, max_pixels: int) -> bytes:
     """Return ``data`` as an upright 8-bit grayscale PNG; ``ImageError`` for undecodable input."""
-    with _open(io.BytesIO(data), max_pixels) as image:
+    with open_image(io.BytesIO(data), max_pixels) as image:
         try:
             # A colour JPEG decodes straight to its luma channel: no RGB buffer four times the
             # size of the result (a no-op for other formats, which convert below).

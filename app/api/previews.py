@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
-from app.imaging import ALLOWED_FORMATS, ImageError, ImageTooLarge
+from app.imaging import ImageError, open_image
 
 #: Uploads up to this many pixels are decoded in full by the API, so damaged
 #: files are refused with 415 at once; bigger ones (except JPEG, see below) are
@@ -18,18 +18,6 @@ THUMBNAIL_SIDE = 320
 #: JPEG reduces by up to 8 in the decoder (DCT scaling) but still reads every byte of the scan.
 _JPEG_SCALE = 8
 
-
-def _open(source: BinaryIO, max_pixels: int) -> Image.Image:
-    try:
-        image = Image.open(source, formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"too many pixels: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"not a supported image: {exc}") from None
-    if image.width * image.height > max_pixels:
-        image.close()
-        raise ImageTooLarge(f"too many pixels: {image.width}x{image.height} exceeds the limit of {max_pixels}")
-    return image
 
 
 def _decode(image: Image.Image, target: tuple[int, int]) -> None:
@@ -45,7 +33,7 @@ def _decode(image: Image.Image, target: tuple[int, int]) -> None:
 
 def check_decodes(source: BinaryIO, max_pixels: int) -> bool:
     """Decode an upload where that is cheap; ``ImageError`` if damaged, False if too big to check here."""
-    with _open(source, max_pixels) as image:
+    with open_image(source, max_pixels) as image:
         width, height = image.size
         if image.format != "JPEG" and width * height > UPLOAD_DECODE_PIXELS:
             return False
@@ -55,7 +43,7 @@ def check_decodes(source: BinaryIO, max_pixels: int) -> bool:
 
 def thumbnail_jpeg(data: bytes, max_pixels: int, side: int = THUMBNAIL_SIDE) -> bytes:
     """A JPEG preview of ``data``, upright, at most ``side`` pixels on its longest side."""
-    with _open(io.BytesIO(data), max_pixels) as image:
+    with open_image(io.BytesIO(data), max_pixels) as image:
         _decode(image, (side, side))
         try:
             preview = ImageOps.exif_transpose(image)
