@@ -80,8 +80,9 @@ demo: setup
 bench: setup rclone
 	$(PY) bench/bench_migration.py
 
+# e.g. make bench-workload BENCH_ARGS="--before-root /tmp/before" (a checkout of an earlier commit)
 bench-workload: setup
-	$(PY) bench/bench_workload.py
+	$(PY) bench/bench_workload.py $(BENCH_ARGS)
 
 # The workload image (no Pulumi in it), with whichever engine is here: Docker first, else podman.
 IMAGE ?= spotshift:dev
