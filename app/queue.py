@@ -37,6 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,21 @@ REWRITE_GAP = 1.0
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _NEWEST = (1 << 48) - 1  # 48-bit milliseconds, as in UUIDv7: lasts until the year 10889
+
+
+#: Job documents of one page read at once (the store clients are thread-safe; the API's threads share one).
+PAGE_READS = 8
+_page_pool: ThreadPoolExecutor | None = None
+_page_pool_lock = threading.Lock()
+
+
+def _page_reads() -> ThreadPoolExecutor:
+    """The process's pool for reading a page's job documents (created on first use)."""
+    global _page_pool
+    with _page_pool_lock:
+        if _page_pool is None:
+            _page_pool = ThreadPoolExecutor(PAGE_READS, thread_name_prefix="page-read")
+        return _page_pool
 
 
 class JobNotFound(LookupError):
@@ -340,6 +356,16 @@ class Queue:
             raise JobCorrupt(f"job {job_id}: invalid document: {problem}")
         return job
 
+    def _read_listed(self, job_id: str) -> dict[str, Any] | None:
+        """A listed job's document, or None (with a warning for a damaged one) to leave it off the page."""
+        try:
+            return self._read(job_id)
+        except JobNotFound:
+            return None  # submitted but its document is gone: nothing to show
+        except JobCorrupt:
+            log.warning("job %s: not a valid job document, left out of the listing", job_id)
+            return None
+
     def _overlay(self, job: dict[str, Any], lease: ObjectInfo) -> None:
         """Show a queued job as processing while a live lease of a newer attempt holds it."""
         listed = _listed_lease(lease)
@@ -371,17 +397,9 @@ class Queue:
         limit = max(1, min(limit, MAX_RECENT))
         token = decode_cursor(cursor) if cursor is not None else None
         listing = self.store.list_page(INDEX, limit, token)
-        jobs = []
-        for info in listing.items:
-            job_id = _index_job_id(info.key)
-            if job_id is None:
-                continue
-            try:
-                jobs.append(self._read(job_id))
-            except JobNotFound:
-                continue  # submitted but its document is gone: nothing to show
-            except JobCorrupt:
-                log.warning("job %s: not a valid job document, left out of the listing", job_id)
+        job_ids = [job_id for job_id in map(_index_job_id, (info.key for info in listing.items)) if job_id]
+        # The documents are read side by side: a page costs about one round trip, not ``limit`` of them.
+        jobs = [job for job in _page_reads().map(self._read_listed, job_ids) if job is not None]
         if any(job["status"] == "queued" for job in jobs):
             leases = {info.key.removeprefix(LEASES): info for info in self.store.list_page(LEASES, LEASE_PAGE).items}
             for job in jobs:
