@@ -59,6 +59,9 @@ _CONNECTION = "SPOTSHIFT_BENCH_AZURE_CONNECTION_STRING"
 class Counted:
     """Counts the HTTP requests and lost lease writes of one AzureBlobStore (wraps its methods in place)."""
 
+    #: Seconds added to every request, like a network round trip to a real store (``--rtt-ms``).
+    rtt = 0.0
+
     def __init__(self, store: AzureBlobStore) -> None:
         self.store = store
         self.requests = 0
@@ -69,6 +72,8 @@ class Counted:
         def counted_send(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 self.requests += 1
+            if self.rtt:
+                time.sleep(self.rtt)
             return send(*args, **kwargs)
 
         def counted_put(key: str, *args: Any, **kwargs: Any) -> Any:
@@ -234,6 +239,7 @@ def child(args: argparse.Namespace) -> int:
 def run_before(before_root: Path, connection_string: str, *argv: str) -> Any:
     """Run this benchmark's child with ``before_root``'s code; its JSON answer."""
     env = {**os.environ, _CONNECTION: connection_string, "SPOTSHIFT_BENCH_CODE_ROOT": str(before_root)}
+    argv = (*argv, "--rtt-ms", str(Counted.rtt * 1000))
     done = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the run of {before_root} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
@@ -246,11 +252,14 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=50, help="jobs in the small store (default 50)")
     parser.add_argument("--large", type=int, default=20_000, help="jobs in the large store (default 20,000)")
     parser.add_argument("--drain", type=int, default=300, help="jobs drained by 1 and by 8 workers (default 300)")
+    parser.add_argument("--rtt-ms", type=float, default=0.0,
+                        help="add this many ms to every measured request, like a real store's round trip (default 0)")
     parser.add_argument("--before-root", type=Path, default=None,
                         help="also measure the checkout in this directory (an earlier commit) on the same stores")
     parser.add_argument("--child", choices=("history", "drain"), help=argparse.SUPPRESS)
     parser.add_argument("--containers", nargs="*", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    Counted.rtt = args.rtt_ms / 1000
     if args.child:
         return child(args)
     if args.before_root is not None and not (args.before_root / "app" / "queue.py").is_file():
