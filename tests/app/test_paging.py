@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -30,9 +32,10 @@ class SpyStore(LocalStore):
 
     def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
         self.listings.append(("page", prefix))
-        # The default list_page walks list(); record only the page request itself.
+        recorded = len(self.listings)
+        # A list_page built on list() walks it: record only the page request itself.
         page = super().list_page(prefix, limit, token)
-        self.listings.remove(("list", prefix))
+        del self.listings[recorded:]
         return page
 
 
@@ -184,3 +187,33 @@ def test_backfill_command_runs_on_the_configured_store(local_store: LocalStore) 
     assert "1 entries added, 0 already there" in first.stdout
     assert "0 entries added, 1 already there" in again.stdout
     assert len(list(local_store.list(INDEX))) == 1
+
+
+class SlowReads(LocalStore):
+    """A LocalStore whose reads take a while, counting how many are in flight at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def get_json(self, key: str) -> Any:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)
+            return super().get_json(key)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_a_page_reads_its_job_documents_side_by_side_and_keeps_their_order(tmp_path, clock: FakeClock) -> None:
+    store = SlowReads(tmp_path / "slow")
+    queue = Queue(store, clock=clock)
+    ids = submit_many(queue, clock, 20)
+    page = queue.page(20)
+    assert [job["id"] for job in page.jobs] == ids[::-1]
+    assert store.most_in_flight > 1
