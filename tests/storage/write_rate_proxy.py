@@ -8,78 +8,40 @@ forwards everything, except a mutation of a name written less than
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from tests.loopback_http import LoopbackServer, relay, send
 
 _OBJECT_PATH = re.compile(r"^/storage/v1/b/[^/]+/o/([^/?]+)$")
 _UPLOAD_PATH = re.compile(r"^/upload/storage/v1/b/[^/]+/o$")
 _NAME_IN_METADATA = re.compile(rb'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+_RATE_LIMITED = json.dumps({"error": {"code": 429, "message": (
+    "The object exceeded the rate limit for object mutation operations (create, update, and delete).")}}).encode()
 
 
-class WriteRateProxy:
+class WriteRateProxy(LoopbackServer):
     """Forwards to ``upstream``; rejects rapid rewrites of one object name with 429 and counts them."""
 
     def __init__(self, upstream: str, min_interval: float = 1.0) -> None:
+        self.upstream = upstream
         self.min_interval = min_interval
         self.rejected: list[str] = []
         self.forwarded_writes: list[str] = []
         self._last_write: dict[str, float] = {}
         self._lock = threading.Lock()
-        target = urlsplit(upstream)
-        proxy = self
+        super().__init__(self._relay)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _relay(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                name = proxy._mutated_name(self.command, self.path, body)
-                if name is not None and not proxy._admit(name):
-                    payload = json.dumps({"error": {"code": 429, "message": (
-                        "The object exceeded the rate limit for object mutation operations "
-                        "(create, update, and delete).")}}).encode()
-                    self.send_response(429)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                upstream.request(self.command, self.path, body=body or None, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in _HOP_BY_HOP:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                upstream.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _relay
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Base URL on loopback."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def _relay(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        name = self._mutated_name(request.command, request.path, body)
+        if name is not None and not self._admit(name):
+            send(request, 429, {"Content-Type": "application/json"}, _RATE_LIMITED)
+            return
+        relay(request, body, self.upstream, timeout=30)
 
     @staticmethod
     def _mutated_name(method: str, path: str, body: bytes) -> str | None:
@@ -102,11 +64,3 @@ class WriteRateProxy:
             self._last_write[name] = now
             self.forwarded_writes.append(name)
             return True
-
-    def __enter__(self) -> WriteRateProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
