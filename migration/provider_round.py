@@ -85,6 +85,8 @@ class ProgressView:
         elapsed = max((now or time.monotonic()) - self.phase_started, 1e-6)
         if self.phase == "listing":
             return f"listing source and target ({human_seconds(elapsed)})"
+        if not self.objects_total and not self.objects_done:  # the streamed plan has not found work yet
+            return f"{self.phase}: comparing the listings, no object planned yet ({human_seconds(elapsed)})"
         rate = self.bytes_done / elapsed
         text = (f"{self.phase}: {self.objects_done:,}/{self.objects_total:,} objects, "
                 f"{human_bytes(self.bytes_done)}/{human_bytes(self.bytes_total)}, {human_bytes(rate)}/s")
