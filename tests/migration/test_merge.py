@@ -88,9 +88,9 @@ def test_local_listing_walks_only_the_prefix(local_store, monkeypatch):
     walked: list[str] = []
     real = local_store._walk
 
-    def spy(directory, key_prefix, start):
+    def spy(directory, key_prefix, start, after):
         walked.append(key_prefix + start)
-        return real(directory, key_prefix, start)
+        return real(directory, key_prefix, start, after)
 
     monkeypatch.setattr(local_store, "_walk", spy)
 
