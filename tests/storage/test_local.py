@@ -74,7 +74,7 @@ def test_os_failures_surface_as_storage_errors(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local_module.tempfile, "mkstemp", disk_full)
+    monkeypatch.setattr(local_module, "_write_all", disk_full)
 
     with pytest.raises(StorageError, match="No space left on device"):
         store.put("k", b"v")
