@@ -25,14 +25,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, TransientStorageError
 
 from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefix
 
-#: Infos an early listing reads ahead of the planner, in batches (about a page of each backend).
-PREFETCH = 5000
+#: Infos a listing thread reads ahead of the planner, in batches: two pages of Azure's (5,000), so the
+#: next page's request is under way while the planner works through the last one.
+PREFETCH = 10000
+T = TypeVar("T")
+
 #: Infos handed from the listing thread to the planner at once: one queue operation per batch, not per info.
 BATCH = 250
 
@@ -156,6 +159,54 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
             attempt += 1
 
 
+def read_ahead(items: Iterator[T], name: str = "spotshift-list") -> Iterator[T]:
+    """``items`` read in a thread of its own, at most ``PREFETCH`` ahead of the consumer (constant memory).
+
+    Each side's listing waits on its own service: read ahead, the two
+    listings' round trips overlap instead of taking turns with the planner.
+    An error of the listing is raised to the consumer where it would have
+    come; a consumer that stops early stops the thread.
+    """
+    batches: queue.Queue[Any] = queue.Queue(max(1, PREFETCH // BATCH))
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            batch: list[T] = []
+            for item in items:
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    if not offer(batch):
+                        return
+                    batch = []
+            if batch and not offer(batch):
+                return
+            offer(_End)
+        except BaseException as err:  # handed to the consumer
+            offer(_Failed(err))
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        while True:
+            got = batches.get()
+            if got is _End:
+                return
+            if isinstance(got, _Failed):
+                raise got.error
+            yield from got
+    finally:
+        stop.set()
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which keys a run covers: the prefix on each side, the globs and the shard."""
@@ -228,10 +279,10 @@ def merge(
     replaces the source's listing (e.g. a prefetched one).
     """
     src_count, dst_count = counts if counts is not None else (Counter(), Counter())
-    src = relative_stream(source_stream if source_stream is not None else
-                          listing(source, selection.source_prefix, retry, early),
+    src = relative_stream(read_ahead(source_stream if source_stream is not None else
+                                     listing(source, selection.source_prefix, retry, early), "spotshift-list-source"),
                           selection.source_prefix, selection, src_count)
-    dst = relative_stream(listing(target, selection.target_prefix, retry, early),
+    dst = relative_stream(read_ahead(listing(target, selection.target_prefix, retry, early), "spotshift-list-target"),
                           selection.target_prefix, selection, dst_count)
     return _march(src, dst, _looker(source, selection.source_prefix, retry),
                   _looker(target, selection.target_prefix, retry))
