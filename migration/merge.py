@@ -61,19 +61,20 @@ class EarlyListing:
         self._thread.start()
 
     def _run(self) -> None:
+        batch: list[ObjectInfo] = []
         try:
-            batch: list[ObjectInfo] = []
             for info in self.store.list(self.prefix):
                 batch.append(info)
                 if len(batch) >= BATCH:
                     if not self._offer(batch):
                         return
                     batch = []
-            if batch and not self._offer(batch):
-                return
+        except BaseException as err:  # handed to the consumer, after what was listed before it
+            if not batch or self._offer(batch):
+                self._offer(_Failed(err))
+            return
+        if not batch or self._offer(batch):
             self._offer(_End)
-        except BaseException as err:  # handed to the consumer
-            self._offer(_Failed(err))
 
     def _offer(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -180,19 +181,20 @@ def read_ahead(items: Iterator[T], name: str = "spotshift-list") -> Iterator[T]:
         return False
 
     def run() -> None:
+        batch: list[T] = []
         try:
-            batch: list[T] = []
             for item in items:
                 batch.append(item)
                 if len(batch) >= BATCH:
                     if not offer(batch):
                         return
                     batch = []
-            if batch and not offer(batch):
-                return
+        except BaseException as err:  # handed to the consumer, after what was listed before it
+            if not batch or offer(batch):
+                offer(_Failed(err))
+            return
+        if not batch or offer(batch):
             offer(_End)
-        except BaseException as err:  # handed to the consumer
-            offer(_Failed(err))
 
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
