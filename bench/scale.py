@@ -192,7 +192,7 @@ class Scale:
         copy of its own. Its own first copy of 20,000 objects into Azurite is
         what an earlier version of this section waited for and never saw end:
         rclone uploads every object as blocks, which costs Azurite about 3x
-        the CPU of one Put Blob (ROLLOUT_NOTE).
+        the CPU of one Put Blob.
         Medians of ``runs`` alternating runs.
         """
         bucket = f"scale-{count}"

@@ -1,8 +1,9 @@
 """The planner: both listings walked in step in key order (rclone's ``fs/march``), in constant memory.
 
 Every backend lists in lexicographic key order with cursor paging, so the
-merge holds one page of each side and never a whole listing. ``merge``
-yields one ``Pair`` per relative key: both sides' infos, or one of them
+merge holds a couple of pages of each side and never a whole listing; each
+side is listed in a thread of its own (``read_ahead``), so the two services'
+round trips overlap. ``merge`` yields one ``Pair`` per relative key: both sides' infos, or one of them
 when the other side has no such key.
 
 The merge compares keys in Python's string order (code points, which is
@@ -34,10 +35,10 @@ from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefi
 #: Infos a listing thread reads ahead of the planner, in batches: two pages of Azure's (5,000), so the
 #: next page's request is under way while the planner works through the last one.
 PREFETCH = 10000
-T = TypeVar("T")
-
 #: Infos handed from the listing thread to the planner at once: one queue operation per batch, not per info.
 BATCH = 250
+
+T = TypeVar("T")
 
 
 class EarlyListing:
