@@ -1,8 +1,9 @@
 """The planner: both listings walked in step in key order (rclone's ``fs/march``), in constant memory.
 
 Every backend lists in lexicographic key order with cursor paging, so the
-merge holds one page of each side and never a whole listing. ``merge``
-yields one ``Pair`` per relative key: both sides' infos, or one of them
+merge holds a couple of pages of each side and never a whole listing; each
+side is listed in a thread of its own (``read_ahead``), so the two services'
+round trips overlap. ``merge`` yields one ``Pair`` per relative key: both sides' infos, or one of them
 when the other side has no such key.
 
 The merge compares keys in Python's string order (code points, which is
@@ -25,16 +26,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, TransientStorageError
 
 from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefix
 
-#: Infos an early listing reads ahead of the planner, in batches (about a page of each backend).
-PREFETCH = 5000
+#: Infos a listing thread reads ahead of the planner, in batches: two pages of Azure's (5,000), so the
+#: next page's request is under way while the planner works through the last one.
+PREFETCH = 10000
 #: Infos handed from the listing thread to the planner at once: one queue operation per batch, not per info.
 BATCH = 250
+
+T = TypeVar("T")
 
 
 class EarlyListing:
@@ -58,19 +62,20 @@ class EarlyListing:
         self._thread.start()
 
     def _run(self) -> None:
+        batch: list[ObjectInfo] = []
         try:
-            batch: list[ObjectInfo] = []
             for info in self.store.list(self.prefix):
                 batch.append(info)
                 if len(batch) >= BATCH:
                     if not self._offer(batch):
                         return
                     batch = []
-            if batch and not self._offer(batch):
-                return
+        except BaseException as err:  # handed to the consumer, after what was listed before it
+            if not batch or self._offer(batch):
+                self._offer(_Failed(err))
+            return
+        if not batch or self._offer(batch):
             self._offer(_End)
-        except BaseException as err:  # handed to the consumer
-            self._offer(_Failed(err))
 
     def _offer(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -156,6 +161,55 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
             attempt += 1
 
 
+def read_ahead(items: Iterator[T], name: str = "spotshift-list") -> Iterator[T]:
+    """``items`` read in a thread of its own, at most ``PREFETCH`` ahead of the consumer (constant memory).
+
+    Each side's listing waits on its own service: read ahead, the two
+    listings' round trips overlap instead of taking turns with the planner.
+    An error of the listing is raised to the consumer where it would have
+    come; a consumer that stops early stops the thread.
+    """
+    batches: queue.Queue[Any] = queue.Queue(max(1, PREFETCH // BATCH))
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        batch: list[T] = []
+        try:
+            for item in items:
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    if not offer(batch):
+                        return
+                    batch = []
+        except BaseException as err:  # handed to the consumer, after what was listed before it
+            if not batch or offer(batch):
+                offer(_Failed(err))
+            return
+        if not batch or offer(batch):
+            offer(_End)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        while True:
+            got = batches.get()
+            if got is _End:
+                return
+            if isinstance(got, _Failed):
+                raise got.error
+            yield from got
+    finally:
+        stop.set()
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which keys a run covers: the prefix on each side, the globs and the shard."""
@@ -228,10 +282,10 @@ def merge(
     replaces the source's listing (e.g. a prefetched one).
     """
     src_count, dst_count = counts if counts is not None else (Counter(), Counter())
-    src = relative_stream(source_stream if source_stream is not None else
-                          listing(source, selection.source_prefix, retry, early),
+    src = relative_stream(read_ahead(source_stream if source_stream is not None else
+                                     listing(source, selection.source_prefix, retry, early), "spotshift-list-source"),
                           selection.source_prefix, selection, src_count)
-    dst = relative_stream(listing(target, selection.target_prefix, retry, early),
+    dst = relative_stream(read_ahead(listing(target, selection.target_prefix, retry, early), "spotshift-list-target"),
                           selection.target_prefix, selection, dst_count)
     return _march(src, dst, _looker(source, selection.source_prefix, retry),
                   _looker(target, selection.target_prefix, retry))

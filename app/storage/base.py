@@ -60,9 +60,12 @@ class IntegrityError(StorageError):
     """Bytes written or read do not match the expected checksum; nothing was committed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What a store knows about one object, from a head or a listing."""
+
+    # slots: a listing of a million objects builds a million of these (no per-instance dict),
+    # and a backend may subclass it to fill some fields only when first read (LocalStore's listing).
 
     key: str
     size: int

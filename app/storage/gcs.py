@@ -42,6 +42,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -115,6 +116,17 @@ def _hex_to_b64(value: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode()
 
 
+def _updated(blob: storage.Blob) -> datetime | None:
+    """The blob's ``updated`` time; ``Blob.updated`` parses it with strptime, half of a listing's CPU."""
+    raw = blob._properties.get("updated")  # the resource's RFC 3339 text, as the SDK keeps it
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:  # a form fromisoformat does not read (e.g. nanoseconds)
+        return blob.updated
+
+
 def blob_info(blob: storage.Blob) -> ObjectInfo:
     """Convert an SDK blob (from an upload, reload or listing) to ``ObjectInfo``."""
     # Real GCS gives composite objects no md5Hash at all; that maps to None.
@@ -125,7 +137,7 @@ def blob_info(blob: storage.Blob) -> ObjectInfo:
         md5=_b64_to_hex(blob.md5_hash),
         crc32c=_b64_to_hex(blob.crc32c),
         version=str(blob.generation) if blob.generation is not None else None,
-        updated=blob.updated,
+        updated=_updated(blob),
         metadata=dict(blob.metadata or {}),
         content_encoding=blob.content_encoding,
         cache_control=blob.cache_control,

@@ -10,18 +10,21 @@ while holding an ``flock`` on the key's lock stripe under
 different keys proceed in parallel. ``list`` walks only the directories
 under the prefix, in key order, without holding a lock: the sidecar names the
 inode it describes, so a listing that meets a write half-way re-reads that
-one object under its stripe.
+one object under its stripe. A listing reads an object's sidecar only when a
+field other than key and size is first read (``_ListedInfo``), and
+``list_page`` starts after its token without reading the folders before it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import itertools
 import zlib
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -34,6 +37,7 @@ from .base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    Page,
     PreconditionFailed,
     StorageConfigError,
     StorageError,
@@ -42,6 +46,7 @@ from .base import (
 )
 
 _INTERNAL = ".spotshift"
+_TEMP_NAMES = itertools.count()
 #: Lock files keys are spread over: writes of keys on different stripes never wait for each other.
 LOCK_STRIPES = 64
 
@@ -54,12 +59,14 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         # Per-write fsyncs, off inside ``batched()`` (one filesystem sync at its end instead).
         self._durable = True
+        self._unsynced = False  # a write inside ``batched()`` since its start
         self.root = Path(root).expanduser().resolve()
         self._internal = self.root / _INTERNAL
         self._meta = self._internal / "meta"
         self._tmp = self._internal / "tmp"
         self._locks = self._internal / "locks"
         self._internal_ready = False
+        self._made: set[str] = set()
         try:
             if create:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -125,11 +132,27 @@ class LocalStore(ObjectStore):
             self._internal_ready = True
 
     def _mkstemp(self, prefix: str) -> tuple[int, str]:
-        try:
-            return tempfile.mkstemp(dir=self._tmp, prefix=prefix)
-        except FileNotFoundError:  # someone removed .spotshift/ since
-            self._ensure_internal(force=True)
-            return tempfile.mkstemp(dir=self._tmp, prefix=prefix)
+        """A new, empty temporary file under ``.spotshift/tmp/`` (mode 0600, as ``tempfile.mkstemp`` makes)."""
+        # A per-process counter, not tempfile's random names (about 10 µs of Python per file,
+        # a tenth of a small put); O_EXCL still refuses a name a crashed process left behind.
+        for _ in range(1000):
+            name = f"{self._tmp}/{prefix}{os.getpid()}-{next(_TEMP_NAMES)}"
+            try:
+                return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), name
+            except FileExistsError:
+                continue
+            except FileNotFoundError:  # someone removed .spotshift/ since
+                self._ensure_internal(force=True)
+        raise StorageError(f"{self.url}: no free temporary file name under {self._tmp}")
+
+    def _make_parent(self, path: str) -> None:
+        """Make ``path``'s folder unless this store saw it made (a folder pruned since is remade by ``_replace``)."""
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            if len(self._made) >= 10_000:
+                self._made.clear()
+            self._made.add(parent)
 
     @contextlib.contextmanager
     def _os_errors(self, key: str | None = None) -> Iterator[None]:
@@ -245,15 +268,20 @@ class LocalStore(ObjectStore):
         hasher = Hasher()
         self._ensure_internal()
         fd, tmp_name = self._mkstemp("put-")
-        inode = os.fstat(fd).st_ino  # os.replace keeps it: the sidecar names the bytes it describes
         try:
-            with os.fdopen(fd, "wb") as out:
+            try:
                 for chunk in iter_body(body):
                     hasher.update(chunk)
-                    out.write(chunk)
-                out.flush()
+                    _write_all(fd, chunk)
                 if self._durable:
-                    os.fsync(out.fileno())
+                    os.fsync(fd)
+                else:
+                    self._unsynced = True
+                # os.replace keeps the inode and the mtime: the sidecar names the bytes it describes.
+                written = os.fstat(fd)
+            finally:
+                os.close(fd)
+            inode = written.st_ino
             hasher.check(key, expected_md5, expected_crc32c)
             with self._locked(key):
                 if if_absent or if_version is not None:
@@ -265,9 +293,9 @@ class LocalStore(ObjectStore):
                         raise PreconditionFailed(f"{self.url}/{key}: already exists")
                     if if_version is not None and (current is None or current.version != if_version):
                         raise PreconditionFailed(f"{self.url}/{key}: version changed")
-                if path.is_dir():
+                if os.path.isdir(path):
                     raise PreconditionFailed(f"{self.url}/{key}: a prefix of other objects, not an object")
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_parent(str(path))
                 version = str(time.time_ns())
                 sidecar = {
                     "content_type": content_type,
@@ -288,13 +316,10 @@ class LocalStore(ObjectStore):
                 tmp_name = ""
                 if self._durable:
                     _fsync_dir(path.parent)
-                st = os.stat(path)
-                if st.st_ino != inode:  # pragma: no cover - the key lock keeps other writers out
-                    return self._read_info(key)
                 return ObjectInfo(
-                    key=key, size=st.st_size, content_type=content_type, md5=sidecar["md5"],
+                    key=key, size=written.st_size, content_type=content_type, md5=sidecar["md5"],
                     crc32c=sidecar["crc32c"], version=version,
-                    updated=datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc),
+                    updated=datetime.fromtimestamp(written.st_mtime_ns / 1e9, tz=timezone.utc),
                     metadata=sidecar["metadata"], content_encoding=content_encoding, cache_control=cache_control,
                 )
         finally:
@@ -304,13 +329,14 @@ class LocalStore(ObjectStore):
 
     def _write_sidecar(self, key: str, sidecar: dict) -> None:
         meta_path = self._meta_path(key)
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(str(meta_path))
         fd, tmp = self._mkstemp("meta-")
-        with os.fdopen(fd, "w") as out:
-            json.dump(sidecar, out)
+        try:
+            _write_all(fd, json.dumps(sidecar).encode())  # dumps: the C encoder (dump writes piece by piece)
             if self._durable:
-                out.flush()
-                os.fsync(out.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         _replace(tmp, meta_path)
         if self._durable:
             _fsync_dir(meta_path.parent)
@@ -336,14 +362,32 @@ class LocalStore(ObjectStore):
         """Walk only the directories under ``prefix`` (skipping ``.spotshift/``), yielding infos in key order.
 
         Memory is one directory's entries per level of the path, not the tree.
+        Each info's sidecar fields are read when first asked for (see ``_ListedInfo``).
         """
         self._require_root()
-        folder, _, start = prefix.rpartition("/")
         with self._os_errors():
-            yield from self._walk(f"{self.root}/{folder}" if folder else str(self.root),
-                                  f"{folder}/" if folder else "", start)
+            yield from self._walk_prefix(prefix, None)
 
-    def _walk(self, directory: str, key_prefix: str, start: str) -> Iterator[ObjectInfo]:
+    def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
+        """Up to ``limit`` objects under ``prefix`` after the key ``token``; folders wholly before it are not read."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self._require_root()
+        items: list[ObjectInfo] = []
+        with self._os_errors():
+            for info in self._walk_prefix(prefix, token):
+                if len(items) == limit:
+                    return Page(items, items[-1].key)
+                items.append(info)
+        return Page(items, None)
+
+    def _walk_prefix(self, prefix: str, after: str | None) -> Iterator[ObjectInfo]:
+        folder, _, start = prefix.rpartition("/")
+        return self._walk(f"{self.root}/{folder}" if folder else str(self.root), f"{folder}/" if folder else "",
+                          start, after)
+
+    def _walk(self, directory: str, key_prefix: str, start: str, after: str | None) -> Iterator[ObjectInfo]:
+        """Keys under ``directory`` whose name starts with ``start``, in key order, skipping keys up to ``after``."""
         try:
             with os.scandir(directory) as it:
                 entries = [e for e in it if e.name.startswith(start)] if start else list(it)
@@ -365,25 +409,54 @@ class LocalStore(ObjectStore):
                 sortable.append((entry.name, entry))
         sortable.sort(key=lambda pair: pair[0])
         for name, entry in sortable:
-            if name[-1] == "/":
-                yield from self._walk(entry.path, key_prefix + name, "")
-                continue
             key = key_prefix + name
+            if after is not None:
+                if name[-1] == "/":
+                    if after.startswith(key):
+                        yield from self._walk(entry.path, key, "", after)
+                        continue
+                    if key < after:
+                        continue  # every key in this folder sorts before the token
+                elif key <= after:
+                    continue
+                after = None  # past the token: the rest of this folder is wanted
+            if name[-1] == "/":
+                yield from self._walk(entry.path, key, "", None)
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted between the scan and the stat
             if not stat.S_ISREG(st.st_mode):
                 continue
-            info = self._info(key, st)
-            if info is None:
-                # A write half-way (sidecar and data renamed one after the other), or no
-                # sidecar at all: ask again under the key's stripe, as head does.
-                try:
-                    info = self.head(key)
-                except ObjectNotFound:
-                    continue
-            yield info
+            yield _ListedInfo.of(self, key, st)
+
+    def _fill(self, info: "_ListedInfo") -> None:
+        """Read a listed object's sidecar into its info (its stat-only fields if the sidecar names other bytes)."""
+        key, ino = info.key, info._ino
+        meta = self._sidecar(key)
+        if meta is None or meta.get("inode", ino) != ino:
+            # A write half-way (sidecar and data renamed one after the other), or no
+            # sidecar at all: read it again under the key's stripe, as head does.
+            with self._locked(key, exclusive=False):
+                meta = self._sidecar(key)
+            if meta is not None and meta.get("inode", ino) != ino:
+                meta = None  # the key holds other bytes now: say only what the listed stat knows
+        put = object.__setattr__
+        put(info, "updated", datetime.fromtimestamp(info._mtime_ns / 1e9, tz=timezone.utc))
+        if meta is None:
+            for name in ("content_type", "md5", "crc32c", "content_encoding", "cache_control"):
+                put(info, name, None)
+            put(info, "version", f"{info._mtime_ns}-{info.size}-{ino}")
+            put(info, "metadata", {})
+            return
+        put(info, "content_type", meta.get("content_type"))
+        put(info, "md5", meta.get("md5"))
+        put(info, "crc32c", meta.get("crc32c"))
+        put(info, "version", meta.get("version"))
+        put(info, "metadata", meta.get("metadata") or {})
+        put(info, "content_encoding", meta.get("content_encoding"))
+        put(info, "cache_control", meta.get("cache_control"))
 
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
         """Remove the file and its sidecar, then any directories left empty."""
@@ -421,14 +494,17 @@ class LocalStore(ObjectStore):
         For bulk copies (``spotshift migrate`` into ``file://``): an fsync costs
         milliseconds here, the rest of a small put tens of microseconds. A crash
         before the end can leave the last objects short or empty on disk, which
-        the next run sees (size differs) and copies again.
+        the next run sees (size differs) and copies again. A batch that wrote
+        nothing (a dry run, a no-op) does not sync.
         """
         self._durable = False
+        self._unsynced = False
         try:
             yield self
         finally:
             self._durable = True
-            os.sync()
+            if self._unsynced:
+                os.sync()
 
     def ping(self) -> None:
         """The root (and the store's own directories, once made) must exist and be writable."""
@@ -438,13 +514,67 @@ class LocalStore(ObjectStore):
                 raise StorageConfigError(f"local store directory {directory} is not writable")
 
 
+class _ListedInfo(ObjectInfo):
+    """A listed object: key and size from the walk, the other fields read from its sidecar when first asked for.
+
+    Most decisions need no more than key and size (a dry run into an empty
+    target, a copy of a missing object): reading and parsing a sidecar is
+    most of a listing's cost, so it happens only for the objects that need it.
+    """
+
+    __slots__ = ("_store", "_ino", "_mtime_ns")
+    _store: LocalStore
+    _ino: int
+    _mtime_ns: int
+
+    @classmethod
+    def of(cls, store: LocalStore, key: str, st: os.stat_result) -> "_ListedInfo":
+        """An info holding only what the walk's stat knows; the rest comes on first read."""
+        info = cls.__new__(cls)
+        put = object.__setattr__
+        put(info, "key", key)
+        put(info, "size", st.st_size)
+        put(info, "_store", store)
+        put(info, "_ino", st.st_ino)
+        put(info, "_mtime_ns", st.st_mtime_ns)
+        return info
+
+    def __getattr__(self, name: str) -> object:
+        # Python calls this only for a slot not filled yet: a sidecar field.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        self._store._fill(self)
+        return object.__getattribute__(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        # The dataclass's own __eq__ compares only instances of one class: a listed info equals its head.
+        if not isinstance(other, ObjectInfo):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+
+    __hash__ = ObjectInfo.__hash__
+
+    def __repr__(self) -> str:
+        return "ObjectInfo(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS) + ")"
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(ObjectInfo))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _replace(src: str, dst: Path) -> None:
     """``os.replace``, making ``dst``'s folder again if a concurrent delete of its last object pruned it."""
     for _ in range(8):
         try:
             os.replace(src, dst)
             return
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file took the folder's name
             if not os.path.exists(src):
                 raise
             dst.parent.mkdir(parents=True, exist_ok=True)

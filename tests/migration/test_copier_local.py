@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 
@@ -74,7 +75,7 @@ class CompositeLikeSource(WrappedStore):
     """A source whose objects have no MD5, only CRC32C (like GCS composite objects)."""
 
     def _strip(self, info: ObjectInfo) -> ObjectInfo:
-        return ObjectInfo(**{**info.__dict__, "md5": None})
+        return dataclasses.replace(info, md5=None)
 
     def head(self, key):
         return self._strip(self.inner.head(key))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
 import pytest
 
 from app.storage import LocalStore, ObjectStore
 from migration import copier
 from migration.copier import sync, verify
-from migration.merge import Counter, EarlyListing, Selection, merge
+from migration import merge as merge_module
+from migration.merge import Counter, EarlyListing, Selection, merge, read_ahead
 from migration.rules import Shard, UsageError
 
 from .conftest import contents, seed
@@ -88,9 +91,9 @@ def test_local_listing_walks_only_the_prefix(local_store, monkeypatch):
     walked: list[str] = []
     real = local_store._walk
 
-    def spy(directory, key_prefix, start):
+    def spy(directory, key_prefix, start, after):
         walked.append(key_prefix + start)
-        return real(directory, key_prefix, start)
+        return real(directory, key_prefix, start, after)
 
     monkeypatch.setattr(local_store, "_walk", spy)
 
@@ -208,3 +211,46 @@ def test_shard_text_is_validated():
     for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(UsageError):
             Shard.parse(bad)
+
+
+def test_a_read_ahead_listing_keeps_the_order_and_stays_a_bounded_distance_ahead():
+    produced = itertools.count()
+    listed: list[int] = []
+
+    def listing():
+        for i in range(50_000):
+            listed.append(next(produced))
+            yield i
+
+    stream = read_ahead(listing())
+    first = [next(stream) for _ in range(10)]
+    deadline = time.monotonic() + 10
+    while len(listed) < merge_module.PREFETCH and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # give the thread the chance to overrun, if it could
+
+    assert first == list(range(10))
+    assert len(listed) <= 10 + merge_module.PREFETCH + 2 * merge_module.BATCH, len(listed)
+    assert list(stream) == list(range(10, 50_000))
+
+
+def test_a_read_ahead_listing_raises_its_error_where_it_happened_and_stops_when_abandoned():
+    def failing():
+        yield from range(3)
+        raise copier.UsageError("listing broke")
+
+    stream = read_ahead(failing())
+    got = []
+    with pytest.raises(copier.UsageError, match="listing broke"):
+        for item in stream:
+            got.append(item)
+    assert got == [0, 1, 2]
+
+    before = threading.active_count()
+    endless = read_ahead(itertools.count())
+    next(endless)
+    endless.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before, "the read-ahead thread kept running after its consumer left"

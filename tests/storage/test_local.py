@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from app.storage import LocalStore, PreconditionFailed, StorageConfigError, StorageError
+from app.storage import LocalStore, ObjectStore, PreconditionFailed, StorageConfigError, StorageError
 from app.storage import local as local_module
 
 
@@ -74,7 +74,7 @@ def test_os_failures_surface_as_storage_errors(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local_module.tempfile, "mkstemp", disk_full)
+    monkeypatch.setattr(local_module, "_write_all", disk_full)
 
     with pytest.raises(StorageError, match="No space left on device"):
         store.put("k", b"v")
@@ -139,3 +139,83 @@ def test_batched_writes_skip_their_fsyncs_and_sync_once_at_the_end(tmp_path, mon
     assert inside == {"fsync": 0, "sync": 0} and calls["sync"] == 1
     assert calls["fsync"] == 4, "a write outside batched() fsyncs data, sidecar and both folders"
     assert [store.get(f"k{i}") for i in range(5)] == [b"x" * i for i in range(5)]
+
+
+def test_a_batch_that_writes_nothing_does_not_sync_the_filesystem(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    store.put("k", b"x")
+    syncs = []
+    monkeypatch.setattr(local_module.os, "sync", lambda: syncs.append(1))
+
+    with store.batched():
+        list(store.list(""))
+        store.get("k")
+
+    assert syncs == []
+
+
+_AWKWARD = ["a-b", "a.b", "a/x", "a/y/z", "a/y0", "a0", "b/c/d", "b/c/e", "b/cd", "bb", "c/1", "c/2", "é", "z/z"]
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "a/", "b/c", "c/", "none/"])
+@pytest.mark.parametrize("limit", [1, 2, 3, 100])
+def test_native_list_page_pages_exactly_like_the_generic_default(tmp_path, prefix, limit):
+    store = LocalStore(tmp_path / "store")
+    for key in _AWKWARD:
+        store.put(key, key.encode(), metadata={"k": "v"})
+
+    def pages(list_page):
+        out, token = [], None
+        while True:
+            page = list_page(prefix, limit, token)
+            out.append(([(i.key, i.size, i.md5, i.metadata) for i in page.items], page.token))
+            if page.token is None:
+                return out
+            token = page.token
+
+    native = pages(store.list_page)
+    generic = pages(lambda p, n, t: ObjectStore.list_page(store, p, n, t))
+
+    assert native == generic
+    assert [key for items, _ in native for key, *_ in items] == [k for k in sorted(_AWKWARD) if k.startswith(prefix)]
+
+
+def test_list_page_reads_no_folder_that_lies_wholly_before_its_token(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    for key in ["a/1", "a/2", "b/1", "b/2", "c/1", "c/2"]:
+        store.put(key, b"x")
+    scanned: list[str] = []
+    real = os.scandir
+    monkeypatch.setattr(local_module.os, "scandir",
+                        lambda path: (scanned.append(os.path.relpath(path, store.root)), real(path))[1])
+
+    page = store.list_page("", 2, "b/1")
+
+    assert [i.key for i in page.items] == ["b/2", "c/1"] and page.token == "c/1"
+    assert "a" not in scanned, scanned
+
+
+def test_a_listing_reads_a_sidecar_only_when_a_field_beyond_key_and_size_is_asked_for(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    store.put("d/k", b"abc", content_type="text/plain", metadata={"m": "1"})
+    reads: list[str] = []
+    real = store._sidecar
+    monkeypatch.setattr(store, "_sidecar", lambda key: (reads.append(key), real(key))[1])
+
+    (info,) = store.list("")
+    assert (info.key, info.size, reads) == ("d/k", 3, [])
+
+    assert (info.content_type, info.metadata) == ("text/plain", {"m": "1"}) and info.version
+    assert reads == ["d/k"], "one sidecar read fills every field"
+    assert info == store.head("d/k")
+
+
+def test_a_listed_object_replaced_before_its_fields_are_read_says_only_what_its_listing_saw(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.put("k", b"old", metadata={"m": "old"})
+    (info,) = store.list("")
+
+    store.put("k", b"newer bytes", metadata={"m": "new"})
+
+    assert info.size == 3 and info.md5 is None and info.metadata == {}, "never the new bytes' checksum"
+    assert store.head("k").metadata == {"m": "new"}
