@@ -77,17 +77,8 @@ _NEWEST = (1 << 48) - 1  # 48-bit milliseconds, as in UUIDv7: lasts until the ye
 
 #: Job documents of one page read at once (the store clients are thread-safe; the API's threads share one).
 PAGE_READS = 8
-_page_pool: ThreadPoolExecutor | None = None
-_page_pool_lock = threading.Lock()
-
-
-def _page_reads() -> ThreadPoolExecutor:
-    """The process's pool for reading a page's job documents (created on first use)."""
-    global _page_pool
-    with _page_pool_lock:
-        if _page_pool is None:
-            _page_pool = ThreadPoolExecutor(PAGE_READS, thread_name_prefix="page-read")
-        return _page_pool
+#: Starts no thread until a page is read.
+_page_reads = ThreadPoolExecutor(PAGE_READS, thread_name_prefix="page-read")
 
 
 class JobNotFound(LookupError):
@@ -399,7 +390,7 @@ class Queue:
         listing = self.store.list_page(INDEX, limit, token)
         job_ids = [job_id for job_id in map(_index_job_id, (info.key for info in listing.items)) if job_id]
         # The documents are read side by side: a page costs about one round trip, not ``limit`` of them.
-        jobs = [job for job in _page_reads().map(self._read_listed, job_ids) if job is not None]
+        jobs = [job for job in _page_reads.map(self._read_listed, job_ids) if job is not None]
         if any(job["status"] == "queued" for job in jobs):
             leases = {info.key.removeprefix(LEASES): info for info in self.store.list_page(LEASES, LEASE_PAGE).items}
             for job in jobs:

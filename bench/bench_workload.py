@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 #: The checkout whose ``app`` is measured: this one, or ``--code-root`` (the child of ``--before-root``).
@@ -47,6 +47,9 @@ from app.queue import LEASES, Queue  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.storage.azure import AzureBlobStore  # noqa: E402
 from app.storage.base import PreconditionFailed  # noqa: E402
+
+if TYPE_CHECKING:
+    from app.storage.emulators import Azurite
 
 RUNS = 5
 PAYLOAD = b"\x89PNG\r\n\x1a\n" + b"\0" * 56
@@ -89,13 +92,10 @@ class Counted:
         store.put = counted_put  # type: ignore[method-assign]
 
 
-def new_container(connection_string: str) -> str:
-    """A fresh, empty container's name."""
-    from azure.storage.blob import BlobServiceClient
-
+def new_container(azurite: Azurite) -> str:
+    """A fresh, empty container's name in ``azurite``."""
     name = f"bench-{uuid.uuid4().hex[:12]}"
-    with BlobServiceClient.from_connection_string(connection_string) as service:
-        service.create_container(name)
+    azurite.create_container(name)
     return name
 
 
@@ -146,9 +146,9 @@ def history_figures(connection_string: str, container: str) -> dict[str, tuple[f
     return figures
 
 
-def drain(connection_string: str, workers: int, jobs: int) -> tuple[float, float, float]:
-    """Requests and lost races per job, and seconds, for ``workers`` threads draining ``jobs`` jobs."""
-    container = new_container(connection_string)
+def drain(connection_string: str, container: str, workers: int, jobs: int) -> tuple[float, float, float]:
+    """Requests and lost races per job, and seconds, for ``workers`` threads draining ``jobs`` jobs from an
+    empty ``container``."""
     seed(AzureBlobStore(container, connection_string=connection_string), jobs)
     stores = [AzureBlobStore(container, connection_string=connection_string) for _ in range(workers)]
     counters = [Counted(store) for store in stores]
@@ -231,7 +231,7 @@ def child(args: argparse.Namespace) -> int:
     if args.child == "history":
         out: Any = {name: history_figures(connection_string, name) for name in args.containers}
     else:
-        out = [drain(connection_string, workers, args.drain) for workers in (1, 8)]
+        out = [drain(connection_string, name, workers, args.drain) for name, workers in zip(args.containers, (1, 8))]
     print(json.dumps(out))
     return 0
 
@@ -272,7 +272,7 @@ def main() -> int:
         cs = azurite.connection_string
         stores = {}
         for jobs in (args.large, args.small):
-            stores[jobs] = new_container(cs)
+            stores[jobs] = new_container(azurite)
             took = seed(AzureBlobStore(stores[jobs], connection_string=cs), jobs)
             print(f"seeded {jobs} jobs in {took:.1f}s", flush=True)
         small = history_figures(cs, stores[args.small])
@@ -287,10 +287,11 @@ def main() -> int:
     with Azurite(in_memory=True) as azurite:  # a fresh one: the drain does not pay for the history's blobs
         cs = azurite.connection_string
         if args.before_root:
-            one, eight = run_before(args.before_root, cs, "--child", "drain", "--drain", str(args.drain))
+            one, eight = run_before(args.before_root, cs, "--child", "drain", "--drain", str(args.drain),
+                                    "--containers", new_container(azurite), new_container(azurite))
             print_drain(before_label, one, eight, args.drain)
-        one = drain(cs, 1, args.drain)
-        eight = drain(cs, 8, args.drain)
+        one = drain(cs, new_container(azurite), 1, args.drain)
+        eight = drain(cs, new_container(azurite), 8, args.drain)
         targets.append(("requests per job, 8 vs 1 workers",
                         print_drain("this code", one, eight, args.drain), WORKERS_TARGET))
     print("targets")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import ObjectStore
+from app.storage import LocalStore, ObjectStore
+from migration import copier
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,3 +67,34 @@ def spotshift(cli_env) -> Callable[..., subprocess.CompletedProcess[str]]:
                               timeout=timeout)
 
     return run
+
+
+class WrappedStore(ObjectStore):
+    """Delegates to a LocalStore; subclasses inject faults or hide fields."""
+
+    scheme = "file"
+
+    def __init__(self, inner: LocalStore) -> None:
+        self.inner = inner
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def put(self, key, body, **kwargs):
+        return self.inner.put(key, body, **kwargs)
+
+    def stream(self, key, chunk_size=copier.STREAM_CHUNK):
+        return self.inner.stream(key, chunk_size)
+
+    def head(self, key):
+        return self.inner.head(key)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def delete(self, key, **kwargs):
+        return self.inner.delete(key, **kwargs)
+
+    def ping(self):
+        return self.inner.ping()

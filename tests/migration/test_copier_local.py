@@ -8,44 +8,13 @@ import threading
 
 import pytest
 
-from app.storage import LocalStore, ObjectInfo, ObjectStore, StorageConfigError, StorageError, TransientStorageError
+from app.storage import LocalStore, ObjectInfo, StorageConfigError, StorageError, TransientStorageError
 from migration import copier
 from migration.copier import PROVENANCE_MD5, PROVENANCE_SOURCE, RetryPolicy, manifest_digest, sync
 
-from .conftest import contents, seed
+from .conftest import WrappedStore, contents, seed
 
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01)
-
-
-class WrappedStore(ObjectStore):
-    """Delegates to a LocalStore; subclasses inject faults or hide fields."""
-
-    scheme = "file"
-
-    def __init__(self, inner: LocalStore) -> None:
-        self.inner = inner
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def put(self, key, body, **kwargs):
-        return self.inner.put(key, body, **kwargs)
-
-    def stream(self, key, chunk_size=copier.STREAM_CHUNK):
-        return self.inner.stream(key, chunk_size)
-
-    def head(self, key):
-        return self.inner.head(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def delete(self, key, **kwargs):
-        return self.inner.delete(key, **kwargs)
-
-    def ping(self):
-        return self.inner.ping()
 
 
 class FlakyTarget(WrappedStore):

@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from app.storage import LocalStore, ObjectStore
+from app.storage import LocalStore
 from migration import copier
 from migration.copier import sync, verify
 from migration import merge as merge_module
 from migration.merge import Counter, EarlyListing, Selection, merge, read_ahead
 from migration.rules import Shard, UsageError
 
-from .conftest import contents, seed
+from .conftest import WrappedStore, contents, seed
 
 #: Keys whose order differs between code point (UTF-8 byte) order and UTF-16 code unit order,
 #: plus the ASCII neighbours of '/' that break naive directory walks.
@@ -23,24 +23,12 @@ ORDER_KEYS = ["a-b", "a.b", "a/b", "a0", "A", "\u00e9", "e\u0301", "\uff01", "\u
               "\U0001F600", "\U0001F601/x", "z"]
 
 
-class Utf16OrderStore(ObjectStore):
+class Utf16OrderStore(WrappedStore):
     """A LocalStore whose listing is in UTF-16 code unit order, as Azurite lists (see test_listing_order)."""
 
-    scheme = "file"
-
     def __init__(self, inner: LocalStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.heads = 0
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def put(self, key, body, **kwargs):
-        return self.inner.put(key, body, **kwargs)
-
-    def stream(self, key, chunk_size=copier.STREAM_CHUNK):
-        return self.inner.stream(key, chunk_size)
 
     def head(self, key):
         self.heads += 1
@@ -48,12 +36,6 @@ class Utf16OrderStore(ObjectStore):
 
     def list(self, prefix=""):
         return iter(sorted(self.inner.list(prefix), key=lambda info: info.key.encode("utf-16-be")))
-
-    def delete(self, key, **kwargs):
-        return self.inner.delete(key, **kwargs)
-
-    def ping(self):
-        return self.inner.ping()
 
 
 @pytest.fixture
