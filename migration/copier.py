@@ -21,6 +21,8 @@ way): the engine only calls the interface's ``list``, ``stream``, ``put``,
   budget. The backends check the checksums over the bytes in transit and
   commit nothing on a mismatch, so a blob is either absent or complete with
   its provenance: a run killed at any moment resumes by running it again.
+  Between two local directories the copies run in worker processes instead
+  (``migration.processes``): there they are CPU work, which threads only share.
 * **Resilience**: ``TransientStorageError`` (and a checksum mismatch, after
   looking whether the source changed meanwhile) is retried with exponential
   backoff and full jitter; a permanent error for one object is recorded and
@@ -42,10 +44,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.storage.base import ObjectInfo, ObjectStore, StorageConfigError
 
 from .merge import Counter, EarlyListing, Pair, Selection, listing, merge, relative_stream
+from .processes import ProcessPool, local_pair, process_count
 from .report import Problem, SyncReport, VerifyReport
 from .rules import (
     DEFAULT_RETRY,
@@ -72,10 +76,11 @@ from .transfer import (
     DEFAULT_WORKERS,
     LARGE_OBJECT_COST,
     STREAM_CHUNK,
-    Aborted,
     Copier,
+    Outcome,
     Pool,
     Progress,
+    copy_task,
     failure_reason,
     retrying,
 )
@@ -190,8 +195,7 @@ def sync(
         for pair in pairs:
             run.decide(pair)
     else:
-        with Pool(run.copy_one, workers) as pool:
-            run.copier.pool = pool
+        with run.copy_pool(source, workers) as pool:
             run.submit = pool.submit
             for pair in pairs:
                 run.decide(pair)
@@ -278,29 +282,35 @@ class _SyncRun:
                 self.progress.planned(1, info.size)
             self.submit((pair.key, info))
 
+    def copy_pool(self, source: ObjectStore, workers: int) -> Pool[Any] | ProcessPool:
+        """Worker processes between two local directories (see ``migration.processes``), else threads."""
+        if local_pair(source, self.target):
+            return ProcessPool(source, self.target, target_prefix=self.selection.target_prefix,
+                               processes=process_count(workers), retry=self.retry, record=self.record)
+        pool: Pool[Any] = Pool(self.copy_one, workers)
+        self.copier.pool = pool
+        return pool
+
     def copy_one(self, task: tuple[str, ObjectInfo]) -> None:
-        """Pool work: copy one object and check what the put committed."""
+        """Pool work: copy one object and record how it went."""
         key, info = task
+        self.record(copy_task(self.copier, key, info, self.selection.target_prefix + key), 0)
+
+    def record(self, outcome: Outcome, nbytes: int) -> None:
+        """Count one finished copy (``nbytes``: bytes moved that progress has not been told of)."""
         report = self.report
-        try:
-            copied, written = self.copier.copy(info, self.selection.target_prefix + key)
-        except (StorageConfigError, Aborted):
-            raise
-        except Exception as err:  # one object's permanent failure must not stop the others
-            with self.lock:
+        with self.lock:
+            if outcome.failure is not None:
                 report.objects_failed += 1
-                report.bytes_failed += info.size
-                report.failures.append(Problem(key, failure_reason(err)))
-        else:
-            # The put verified the bytes in transit; this checks provenance and properties landed.
-            mismatch = compare(copied, written)
-            with self.lock:
+                report.bytes_failed += outcome.size
+                report.failures.append(Problem(outcome.key, outcome.failure))
+            else:
                 report.objects_copied += 1
-                report.bytes_copied += copied.size
-                if mismatch is not None:
-                    self.mismatches[key] = mismatch
+                report.bytes_copied += outcome.size
+                if outcome.mismatch is not None:
+                    self.mismatches[outcome.key] = outcome.mismatch
         if self.progress is not None:
-            self.progress.advance(objects=1)
+            self.progress.advance(objects=1, nbytes=nbytes)
 
     def run_deletes(self, workers: int) -> None:
         """Delete what the merge found only on the target (each conditional on the version listed)."""

@@ -2,9 +2,9 @@
 
 Objects are plain files under the root, so results can be opened directly.
 Each object has a JSON sidecar under ``.spotshift/meta/`` holding its content
-type, checksums, version token and user metadata. Writes go to a temporary
-file first (written and fsynced without any lock) and are renamed into place
-while holding an ``flock`` on the key's lock stripe under
+type, checksums, version token and user metadata. Data goes to a temporary
+file first (written and fsynced without any lock) and is renamed into place,
+after its sidecar is written, while holding an ``flock`` on the key's lock stripe under
 ``.spotshift/locks/``, which makes conditional writes safe across processes
 (the API and workers share one directory in local runs) while writes of
 different keys proceed in parallel. ``list`` walks only the directories
@@ -56,9 +56,10 @@ class LocalStore(ObjectStore):
 
     scheme = "file"
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
-        # Per-write fsyncs, off inside ``batched()`` (one filesystem sync at its end instead).
-        self._durable = True
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True, durable: bool = True) -> None:
+        # Per-write fsyncs, off inside ``batched()`` (one filesystem sync at its end instead) and in a
+        # copy worker process of a batched store (``durable=False``: its parent makes the final sync).
+        self._durable = durable
         self._unsynced = False  # a write inside ``batched()`` since its start
         self.root = Path(root).expanduser().resolve()
         self._internal = self.root / _INTERNAL
@@ -82,14 +83,14 @@ class LocalStore(ObjectStore):
 
     # -- paths and locking -------------------------------------------------------
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         validate_key(key)
         if key == _INTERNAL or key.startswith(_INTERNAL + "/"):
             raise ValueError(f"invalid object key {key!r}: {_INTERNAL}/ is reserved by LocalStore")
-        return self.root / key
+        return f"{self.root}/{key}"  # a str, not a Path: joining Paths was a tenth of a small put
 
-    def _meta_path(self, key: str) -> Path:
-        return self._meta / (key + ".json")
+    def _meta_path(self, key: str) -> str:
+        return f"{self._meta}/{key}.json"
 
     def _lock_path(self, key: str) -> str:
         return f"{self._locks}/{zlib.crc32(key.encode('utf-8', 'surrogateescape')) % LOCK_STRIPES:02d}"
@@ -97,9 +98,8 @@ class LocalStore(ObjectStore):
     @contextlib.contextmanager
     def _locked(self, key: str, exclusive: bool = True) -> Iterator[None]:
         """Hold ``key``'s lock stripe (shared for readers), across processes."""
-        self._require_root()
         if exclusive:
-            self._ensure_internal()
+            self._ensure_internal()  # checks the root exists the first time, and when its lock files are gone
             try:
                 fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:  # someone removed .spotshift/ since
@@ -108,6 +108,7 @@ class LocalStore(ObjectStore):
         else:
             # Readers take the lock only if a writer ever made it: a store nobody
             # wrote to (or on a read-only mount) is read without one.
+            self._require_root()
             try:
                 fd = os.open(self._lock_path(key), os.O_RDONLY)
             except OSError:
@@ -120,13 +121,14 @@ class LocalStore(ObjectStore):
             os.close(fd)  # releases the flock
 
     def _require_root(self) -> None:
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root):
             raise StorageConfigError(f"local store directory {self.root} does not exist")
 
     def _ensure_internal(self, force: bool = False) -> None:
         # Made on the first write, not on open: reading (a dry run, verify, a
         # read-only source) leaves the directory exactly as it was.
         if force or not self._internal_ready:
+            self._require_root()  # never make a removed root again (mkdir parents=True would)
             for directory in (self._meta, self._tmp, self._locks):
                 directory.mkdir(parents=True, exist_ok=True)
             self._internal_ready = True
@@ -141,7 +143,7 @@ class LocalStore(ObjectStore):
                 return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), name
             except FileExistsError:
                 continue
-            except FileNotFoundError:  # someone removed .spotshift/ since
+            except FileNotFoundError:  # someone removed .spotshift/ (or the root) since
                 self._ensure_internal(force=True)
         raise StorageError(f"{self.url}: no free temporary file name under {self._tmp}")
 
@@ -172,7 +174,7 @@ class LocalStore(ObjectStore):
     def _read_info(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"{self.url}/{key}: not found") from None
         if not stat.S_ISREG(st.st_mode):
@@ -242,7 +244,6 @@ class LocalStore(ObjectStore):
     ) -> ObjectInfo:
         """Stream to a temp file, verify, then rename into place under the lock."""
         path = self._path(key)
-        self._require_root()
         with self._os_errors(key):
             return self._put(
                 key, path, body, content_type=content_type, metadata=metadata, content_encoding=content_encoding,
@@ -253,7 +254,7 @@ class LocalStore(ObjectStore):
     def _put(
         self,
         key: str,
-        path: Path,
+        path: str,
         body: Body,
         *,
         content_type: str | None,
@@ -295,7 +296,7 @@ class LocalStore(ObjectStore):
                         raise PreconditionFailed(f"{self.url}/{key}: version changed")
                 if os.path.isdir(path):
                     raise PreconditionFailed(f"{self.url}/{key}: a prefix of other objects, not an object")
-                self._make_parent(str(path))
+                self._make_parent(path)
                 version = str(time.time_ns())
                 sidecar = {
                     "content_type": content_type,
@@ -315,7 +316,7 @@ class LocalStore(ObjectStore):
                 _replace(tmp_name, path)
                 tmp_name = ""
                 if self._durable:
-                    _fsync_dir(path.parent)
+                    _fsync_dir(os.path.dirname(path))
                 return ObjectInfo(
                     key=key, size=written.st_size, content_type=content_type, md5=sidecar["md5"],
                     crc32c=sidecar["crc32c"], version=version,
@@ -328,30 +329,46 @@ class LocalStore(ObjectStore):
                     os.unlink(tmp_name)
 
     def _write_sidecar(self, key: str, sidecar: dict) -> None:
+        """Write ``key``'s sidecar in place (the caller holds the key's stripe).
+
+        No temporary file and rename (they were a fifth of a small put): a
+        reader that meets the sidecar half-written finds no valid JSON and
+        reads it again under the stripe, after this write; a crash half-way
+        leaves a sidecar that parses as nothing, as a missing one.
+        """
         meta_path = self._meta_path(key)
-        self._make_parent(str(meta_path))
-        fd, tmp = self._mkstemp("meta-")
+        self._make_parent(meta_path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            fd = os.open(meta_path, flags, 0o600)
+        except FileNotFoundError:  # a concurrent delete of its folder's last object pruned the folder
+            os.makedirs(os.path.dirname(meta_path), exist_ok=True)
+            fd = os.open(meta_path, flags, 0o600)
         try:
             _write_all(fd, json.dumps(sidecar).encode())  # dumps: the C encoder (dump writes piece by piece)
             if self._durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        _replace(tmp, meta_path)
         if self._durable:
-            _fsync_dir(meta_path.parent)
+            _fsync_dir(os.path.dirname(meta_path))
 
     def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the file's bytes in chunks."""
         path = self._path(key)
         try:
-            handle = open(path, "rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # no buffered file object: its fstat and ioctl per open
+        except (FileNotFoundError, NotADirectoryError):
             self._require_root()  # a missing root is a configuration error, as in the other calls
             raise ObjectNotFound(f"{self.url}/{key}: not found") from None
-        with handle, self._os_errors(key):
-            while chunk := handle.read(chunk_size):
-                yield chunk
+        try:
+            with self._os_errors(key):
+                while chunk := os.read(fd, chunk_size):
+                    yield chunk
+        except IsADirectoryError:  # the key names a folder of other objects (opening one for reading works)
+            raise ObjectNotFound(f"{self.url}/{key}: not found") from None
+        finally:
+            os.close(fd)
 
     def head(self, key: str) -> ObjectInfo:
         """Info from the file's stat and its sidecar."""
@@ -472,11 +489,11 @@ class LocalStore(ObjectStore):
                 raise
             if if_version is not None and current.version != if_version:
                 raise PreconditionFailed(f"{self.url}/{key}: version changed")
-            path.unlink()
+            os.unlink(path)
             with contextlib.suppress(FileNotFoundError):
-                self._meta_path(key).unlink()
-            self._prune(path.parent, self.root)
-            self._prune(self._meta_path(key).parent, self._meta)
+                os.unlink(self._meta_path(key))
+            self._prune(Path(path).parent, self.root)
+            self._prune(Path(self._meta_path(key)).parent, self._meta)
 
     @staticmethod
     def _prune(directory: Path, stop: Path) -> None:
@@ -497,14 +514,39 @@ class LocalStore(ObjectStore):
         the next run sees (size differs) and copies again. A batch that wrote
         nothing (a dry run, a no-op) does not sync.
         """
-        self._durable = False
+        durable, self._durable = self._durable, False
         self._unsynced = False
         try:
             yield self
         finally:
-            self._durable = True
+            self._durable = durable
             if self._unsynced:
                 os.sync()
+
+    @staticmethod
+    def listing_stat(info: ObjectInfo) -> tuple[int, int] | None:
+        """(inode, mtime in ns) that a listing of a local store saw for ``info``; None for any other info."""
+        return (info._ino, info._mtime_ns) if isinstance(info, _ListedInfo) else None
+
+    def listed(self, key: str, size: int, listing_stat: tuple[int, int]) -> ObjectInfo:
+        """The info ``list`` gave for ``key`` (from ``listing_stat``), its sidecar read when first needed.
+
+        For a copy worker process handed listed objects: it reads what a head
+        would, without the stat and the lock a head takes.
+        """
+        validate_key(key)
+        info = _ListedInfo.__new__(_ListedInfo)
+        _ListedInfo.init(info, self, key, size, *listing_stat)
+        return info
+
+    @property
+    def durable(self) -> bool:
+        """Whether each write is fsynced before it returns (not inside ``batched()``)."""
+        return self._durable
+
+    def written_elsewhere(self) -> None:
+        """Other processes wrote into this directory for this store (copy workers): ``batched()`` syncs at its end."""
+        self._unsynced = True
 
     def ping(self) -> None:
         """The root (and the store's own directories, once made) must exist and be writable."""
@@ -531,13 +573,18 @@ class _ListedInfo(ObjectInfo):
     def of(cls, store: LocalStore, key: str, st: os.stat_result) -> "_ListedInfo":
         """An info holding only what the walk's stat knows; the rest comes on first read."""
         info = cls.__new__(cls)
+        cls.init(info, store, key, st.st_size, st.st_ino, st.st_mtime_ns)
+        return info
+
+    @staticmethod
+    def init(info: "_ListedInfo", store: LocalStore, key: str, size: int, ino: int, mtime_ns: int) -> None:
+        """Fill the walk's fields of a new info."""
         put = object.__setattr__
         put(info, "key", key)
-        put(info, "size", st.st_size)
+        put(info, "size", size)
         put(info, "_store", store)
-        put(info, "_ino", st.st_ino)
-        put(info, "_mtime_ns", st.st_mtime_ns)
-        return info
+        put(info, "_ino", ino)
+        put(info, "_mtime_ns", mtime_ns)
 
     def __getattr__(self, name: str) -> object:
         # Python calls this only for a slot not filled yet: a sidecar field.
@@ -568,7 +615,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _replace(src: str, dst: Path) -> None:
+def _replace(src: str, dst: str) -> None:
     """``os.replace``, making ``dst``'s folder again if a concurrent delete of its last object pruned it."""
     for _ in range(8):
         try:
@@ -577,11 +624,11 @@ def _replace(src: str, dst: Path) -> None:
         except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file took the folder's name
             if not os.path.exists(src):
                 raise
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     """Make a rename in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
