@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -219,3 +221,38 @@ def test_a_listed_object_replaced_before_its_fields_are_read_says_only_what_its_
 
     assert info.size == 3 and info.md5 is None and info.metadata == {}, "never the new bytes' checksum"
     assert store.head("k").metadata == {"m": "new"}
+
+
+def test_a_sidecar_cut_short_by_a_crash_leaves_only_what_stat_knows(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.put("a/obj", b"payload", content_type="text/plain", metadata={"k": "v"})
+    sidecar = store.root / ".spotshift" / "meta" / "a" / "obj.json"
+    sidecar.write_bytes(sidecar.read_bytes()[:20])  # the in-place write stopped half-way
+
+    head = store.head("a/obj")
+    (listed,) = list(store.list())
+
+    assert head.md5 is None and head.metadata == {} and head.content_type is None
+    assert listed.md5 is None and listed.version == head.version
+    assert store.get("a/obj") == b"payload"
+    again = store.put("a/obj", b"payload", metadata={"k": "v"})
+    assert store.head("a/obj").md5 == again.md5 is not None
+
+
+def test_a_listing_that_meets_a_sidecar_being_written_waits_for_the_writer(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    written = store.put("k", b"bytes")
+    sidecar = store.root / ".spotshift" / "meta" / "k.json"
+    whole = json.loads(sidecar.read_text())
+    writer = LocalStore(store.root)
+    got: list[str | None] = []
+    with writer._locked("k"):  # another writer holds the key's stripe ...
+        sidecar.write_text(json.dumps(whole)[:10])  # ... half-way through the sidecar
+        reader = threading.Thread(target=lambda: got.append(next(iter(store.list())).crc32c))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive(), "the listing took a half-written sidecar without waiting"
+        sidecar.write_text(json.dumps({**whole, "crc32c": "0000abcd"}))
+    reader.join(10)
+
+    assert got == ["0000abcd"] and written.crc32c != "0000abcd"
