@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import itertools
 import zlib
@@ -47,6 +48,8 @@ from .base import (
 
 _INTERNAL = ".spotshift"
 _TEMP_NAMES = itertools.count()
+#: Unnamed files (``O_TMPFILE``) are linked into place through ``/proc/self/fd`` (Linux).
+_UNNAMED_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 #: Lock files keys are spread over: writes of keys on different stripes never wait for each other.
 LOCK_STRIPES = 64
 
@@ -67,6 +70,7 @@ class LocalStore(ObjectStore):
         self._tmp = self._internal / "tmp"
         self._locks = self._internal / "locks"
         self._internal_ready = False
+        self._unnamed = True  # until the filesystem refuses O_TMPFILE
         self._made: set[str] = set()
         try:
             if create:
@@ -268,20 +272,20 @@ class LocalStore(ObjectStore):
     ) -> ObjectInfo:
         hasher = Hasher()
         self._ensure_internal()
-        fd, tmp_name = self._mkstemp("put-")
+        fd, tmp_name, folder = self._new_data_file(path)
         try:
-            try:
-                for chunk in iter_body(body):
-                    hasher.update(chunk)
-                    _write_all(fd, chunk)
-                if self._durable:
-                    os.fsync(fd)
-                else:
-                    self._unsynced = True
-                # os.replace keeps the inode and the mtime: the sidecar names the bytes it describes.
-                written = os.fstat(fd)
-            finally:
+            for chunk in iter_body(body):
+                hasher.update(chunk)
+                _write_all(fd, chunk)
+            if self._durable:
+                os.fsync(fd)
+            else:
+                self._unsynced = True
+            # Renaming or linking keeps the inode and the mtime: the sidecar names the bytes it describes.
+            written = os.fstat(fd)
+            if tmp_name:
                 os.close(fd)
+                fd = -1
             inode = written.st_ino
             hasher.check(key, expected_md5, expected_crc32c)
             with self._locked(key):
@@ -313,10 +317,16 @@ class LocalStore(ObjectStore):
                 # ignores: the object then has a stat-based version (a stale
                 # conditional write fails) and no checksums (nothing trusts it).
                 self._write_sidecar(key, sidecar)
-                _replace(tmp_name, path)
-                tmp_name = ""
+                if tmp_name:
+                    _replace(tmp_name, path)
+                    tmp_name = ""
+                else:
+                    folder = self._link_unnamed(fd, folder, path)
                 if self._durable:
-                    _fsync_dir(os.path.dirname(path))
+                    if folder >= 0:
+                        os.fsync(folder)
+                    else:
+                        _fsync_dir(os.path.dirname(path))
                 return ObjectInfo(
                     key=key, size=written.st_size, content_type=content_type, md5=sidecar["md5"],
                     crc32c=sidecar["crc32c"], version=version,
@@ -324,9 +334,74 @@ class LocalStore(ObjectStore):
                     metadata=sidecar["metadata"], content_encoding=content_encoding, cache_control=cache_control,
                 )
         finally:
+            if fd >= 0:
+                os.close(fd)  # an unnamed file not linked yet disappears with its last descriptor
+            if folder >= 0:
+                os.close(folder)
             if tmp_name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
+
+    def _new_data_file(self, path: str) -> tuple[int, str, int]:
+        """A new file for ``path``'s bytes: ``(fd, "", folder fd)`` unnamed in its folder, else ``(fd, temp name, -1)``.
+
+        An unnamed file (``O_TMPFILE``) is linked into place once written: one
+        directory entry made in the object's own folder, where a named temporary
+        file under ``.spotshift/tmp/`` costs a create there and a rename across
+        folders (two to three times the kernel time here, as two copy processes
+        contend for the filesystem's rename lock). A write cut short leaves
+        nothing behind. Filesystems without ``O_TMPFILE`` get the named file.
+        """
+        if _UNNAMED_FILES and self._unnamed:
+            parent = os.path.dirname(path)
+            for _ in range(8):
+                try:
+                    folder = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    os.makedirs(parent, exist_ok=True)  # the root exists: _ensure_internal checked it
+                    continue
+                except NotADirectoryError:  # an object holds the folder's name: the named path reports it
+                    break
+                try:
+                    return os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=folder), "", folder
+                except OSError as err:
+                    os.close(folder)
+                    if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                        raise
+                    self._unnamed = False  # not on this filesystem
+                    break
+        fd, name = self._mkstemp("put-")
+        return fd, name, -1
+
+    def _link_unnamed(self, fd: int, folder: int, path: str) -> int:
+        """Give the unnamed file ``fd`` the name ``path``, replacing an object there; returns the folder's fd."""
+        name = os.path.basename(path)
+        for _ in range(8):
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
+                return folder
+            except FileExistsError:
+                break  # the key holds an object: link under .spotshift/tmp/ and rename over it
+            except FileNotFoundError:  # a concurrent delete pruned the folder since it was opened
+                os.close(folder)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                folder = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for _ in range(1000):
+            temp = f"{self._tmp}/link-{os.getpid()}-{next(_TEMP_NAMES)}"
+            try:
+                os.link(f"/proc/self/fd/{fd}", temp, dst_dir_fd=folder, follow_symlinks=True)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise StorageError(f"{self.url}: no free temporary file name under {self._tmp}")
+        try:
+            _replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        return folder
 
     def _write_sidecar(self, key: str, sidecar: dict) -> None:
         """Write ``key``'s sidecar in place (the caller holds the key's stripe).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -11,7 +12,14 @@ import threading
 
 import pytest
 
-from app.storage import LocalStore, ObjectStore, PreconditionFailed, StorageConfigError, StorageError
+from app.storage import (
+    LocalStore,
+    ObjectStore,
+    PreconditionFailed,
+    StorageConfigError,
+    StorageError,
+    TransientStorageError,
+)
 from app.storage import local as local_module
 
 
@@ -256,3 +264,57 @@ def test_a_listing_that_meets_a_sidecar_being_written_waits_for_the_writer(tmp_p
     reader.join(10)
 
     assert got == ["0000abcd"] and written.crc32c != "0000abcd"
+
+
+def _temp_files(store: LocalStore) -> list[str]:
+    tmp = store.root / ".spotshift" / "tmp"
+    return sorted(os.listdir(tmp)) if tmp.exists() else []
+
+
+def test_new_and_replaced_objects_land_whole_and_leave_no_temporary_file(tmp_path):
+    store = LocalStore(tmp_path / "store")
+
+    first = store.put("a/b/new", b"one")
+    second = store.put("a/b/new", b"two, longer", metadata={"k": "v"})
+
+    assert store.get("a/b/new") == b"two, longer" and store.head("a/b/new") == second
+    assert second.md5 != first.md5 and [i.key for i in store.list()] == ["a/b/new"]
+    assert _temp_files(store) == []
+
+
+def test_a_put_whose_body_fails_half_way_leaves_nothing_behind(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.put("kept", b"old bytes")
+
+    def body():
+        yield b"first half"
+        raise TransientStorageError("source went away")
+
+    for key in ("fresh", "kept"):
+        with pytest.raises(TransientStorageError):
+            store.put(key, body())
+
+    assert [i.key for i in store.list()] == ["kept"] and store.get("kept") == b"old bytes"
+    assert _temp_files(store) == []
+
+
+def test_a_filesystem_without_unnamed_files_gets_named_temporary_files(tmp_path, monkeypatch):
+    real_open = os.open
+    unnamed_asked = []
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            unnamed_asked.append(path)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(local_module.os, "open", no_tmpfile)
+    store = LocalStore(tmp_path / "store")
+
+    store.put("x/one", b"1")
+    store.put("x/one", b"11")
+    store.put("x/two", b"2")
+
+    assert len(unnamed_asked) == 1, "the first refusal is remembered"
+    assert {i.key: store.get(i.key) for i in store.list()} == {"x/one": b"11", "x/two": b"2"}
+    assert _temp_files(store) == []
