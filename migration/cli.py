@@ -54,8 +54,8 @@ _Shard = Annotated[
 JSON_PLAN_LIMIT = 1000
 
 
-def _workers_option() -> Any:
-    return typer.Option("--workers", "-w", min=1, max=256, help="Parallel transfers.")
+def _workers_option(help: str = "Parallel transfers.") -> Any:
+    return typer.Option("--workers", "-w", min=1, max=256, help=help)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -256,7 +256,8 @@ def migrate(
                           help="With --delete, refuse (exit 2, nothing written) if more than N would go.")
     ] = 100,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and totals; write nothing.")] = False,
-    workers: Annotated[int, _workers_option()] = 32,
+    workers: Annotated[int, _workers_option("Parallel transfers (between two local directories: worker "
+                                            "processes, at most one per core).")] = 32,
     strict: Annotated[
         bool, typer.Option("--strict", help="After copying, re-list and re-read every target object's bytes.")
     ] = False,
