@@ -21,10 +21,12 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Generic, TypeVar, Union
 
 import google_crc32c
 
@@ -34,6 +36,8 @@ CHUNK_SIZE = 4 * 1024 * 1024
 #: What ``put`` accepts as a body: whole bytes, a readable binary file, or an
 #: iterable of byte chunks (e.g. another store's ``stream``).
 Body = Union[bytes, bytearray, memoryview, BinaryIO, Iterable[bytes]]
+
+T = TypeVar("T")
 
 
 class StorageError(Exception):
@@ -124,6 +128,89 @@ class Hasher:
             raise IntegrityError(
                 f"{key}: CRC32C mismatch (expected {expected_crc32c}, got {self.crc32c})"
             )
+
+
+class ReadAhead(Generic[T]):
+    """``items`` read in a thread of its own, started now, at most about ``limit`` items ahead of the consumer.
+
+    A listing waits on its service: read ahead, its round trips overlap the
+    consumer's work (or another listing's) instead of taking turns with it.
+    Items cross to the consumer in batches (one queue operation per
+    ``batch``), in order; an error of ``items`` is raised to the consumer
+    after the items before it. ``close()``, or leaving the iteration, stops
+    the thread at its next hand-over and closes ``items``.
+    """
+
+    def __init__(self, items: Iterable[T], *, limit: int, batch: int, name: str = "spotshift-read-ahead") -> None:
+        self._items = items
+        self._batch = max(1, batch)
+        self._queue: queue.Queue[Any] = queue.Queue(max(1, limit // self._batch))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        batch: list[T] = []
+        iterator = iter(self._items)  # in this thread: a lazy ``items`` starts its work here
+        try:
+            for item in iterator:
+                batch.append(item)
+                if len(batch) >= self._batch:
+                    if not self._offer(batch):
+                        return
+                    batch = []
+        except BaseException as err:  # handed to the consumer, after what was read before it
+            if not batch or self._offer(batch):
+                self._offer(_Failed(err))
+            return
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        if not batch or self._offer(batch):
+            self._offer(_END)
+
+    def _offer(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> list[T] | None:
+        """The next batch (waits for it); None once ``items`` is exhausted; raises the error of ``items``."""
+        if self._done:
+            return None
+        got = self._queue.get()
+        if got is _END:
+            self._done = True
+            return None
+        if isinstance(got, _Failed):
+            self._done = True
+            raise got.error
+        return got  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            while (batch := self.get()) is not None:
+                yield from batch
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading ahead; the thread ends at its next hand-over (or at once if waiting to hand over)."""
+        self._stop.set()
+
+
+_END = object()
+
+
+@dataclass
+class _Failed:
+    error: BaseException
 
 
 def iter_body(body: Body, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
