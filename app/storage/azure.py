@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import heapq
+import itertools
 import json
 import re
 import uuid
@@ -108,6 +109,9 @@ LIST_FANOUT = 4
 #: Infos each folder listing reads ahead of the consumer (a page), in batches of ``FOLDER_BATCH``.
 FOLDER_PREFETCH = 5000
 FOLDER_BATCH = 250
+#: A level whose first page names more folders than this is listed flat: a request per folder could
+#: cost far more than the flat pages (a folder per user, a few keys each).
+FANOUT_MAX_FOLDERS = 100
 #: Entries of the level being fanned out held ahead of the consumer, to reach the next folders (a page).
 LEVEL_AHEAD = 5000
 #: Reserved metadata entry holding the CRC32C (hex); hidden from ``ObjectInfo.metadata``.
@@ -719,7 +723,9 @@ class AzureBlobStore(ObjectStore):
         the flat listing's order. Azurite builds a whole page before sending
         it and the client parses it as it arrives, so one listing leaves each
         side idle half the time; several folder listings overlap. A level
-        without folders is the flat listing, page for page.
+        without folders is the flat listing, page for page; one whose first
+        page names more than ``FANOUT_MAX_FOLDERS`` folders is listed flat
+        (one request more).
         """
         if self._fanout < 1:
             return self._flat(prefix)
@@ -736,7 +742,14 @@ class AzureBlobStore(ObjectStore):
                 return
 
     def _fanned_out(self, prefix: str) -> Iterator[ObjectInfo]:
-        level = self._level(prefix)
+        pages = self._level_pages(prefix)
+        first = next(pages, [])
+        if sum(1 for entry in first if isinstance(entry, str)) > FANOUT_MAX_FOLDERS:
+            # Many folders, maybe small: a request each could cost far more than the flat pages.
+            pages.close()
+            yield from self._flat(prefix)
+            return
+        level = itertools.chain(first, itertools.chain.from_iterable(pages))
         # The level's entries not yet yielded: infos, folder listings already started, or the
         # level listing's error (raised where the entries after it would have come).
         window: deque[ObjectInfo | ReadAhead[ObjectInfo] | Exception] = deque()
@@ -779,10 +792,10 @@ class AzureBlobStore(ObjectStore):
             for entry in window:
                 if isinstance(entry, ReadAhead):
                     entry.close()
-            level.close()
+            pages.close()
 
-    def _level(self, prefix: str) -> Iterator[ObjectInfo | str]:
-        """The level under ``prefix`` (``delimiter=/``): its blobs and folder names, in the flat listing's order."""
+    def _level_pages(self, prefix: str) -> Iterator[list[ObjectInfo | str]]:
+        """The level under ``prefix`` (``delimiter=/``), page by page: blobs and folder names in the flat listing's order."""
         marker, last_folder = "", None
         while True:
             blobs: list[ObjectInfo] = []
@@ -800,13 +813,14 @@ class AzureBlobStore(ObjectStore):
                     blobs.append(entry)
             if folders and folders[0] == last_folder:
                 folders.pop(0)  # named again after a page boundary: already listed whole
-            if not folders:
-                yield from blobs
+            if not folders or not blobs:
+                yield folders or blobs  # type: ignore[misc]
             else:
-                last_folder = folders[-1]
                 # Azurite sends a page's BlobPrefix elements before its Blob elements; Azure
                 # documents the entries in alphabetical order, not how the two kinds mix.
-                yield from heapq.merge(folders, blobs, key=_service_order) if blobs else folders
+                yield list(heapq.merge(folders, blobs, key=_service_order))
+            if folders:
+                last_folder = folders[-1]
             if not marker:
                 return
 

@@ -90,6 +90,28 @@ def test_a_container_without_folders_costs_the_flat_listings_requests(azurite: A
     assert all("delimiter" in query for query in fanned_requests)
 
 
+@pytest.mark.parametrize(("folders", "fanned_out"), [(3, True), (4, False)])
+def test_a_level_with_more_folders_than_the_limit_is_listed_flat(azurite: Azurite, azure_container: str,
+                                                                 monkeypatch: pytest.MonkeyPatch, folders: int,
+                                                                 fanned_out: bool) -> None:
+    monkeypatch.setattr(azure_module, "FANOUT_MAX_FOLDERS", 3)
+    writer = store_for(azurite, azure_container)
+    keys = sorted(f"f{folder}/{i}" for folder in range(folders) for i in range(2)) + ["top"]
+    for key in keys:
+        writer.put(key, b"x")
+    fanned = store_for(azurite, azure_container)
+    queries = counting(fanned)
+
+    listed = [info.key for info in fanned.list()]
+
+    assert listed == keys
+    folder_requests = [q for q in queries if "delimiter" not in q]
+    if fanned_out:
+        assert len(queries) == 1 + folders and all("prefix=f" in q for q in folder_requests)
+    else:
+        assert len(queries) == 2 and folder_requests and "prefix" not in folder_requests[0], queries
+
+
 def folder_threads() -> int:
     return sum(1 for thread in threading.enumerate() if thread.name == "spotshift-az-folder")
 
