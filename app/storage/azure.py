@@ -106,9 +106,9 @@ _LIST_CHUNK = 64 * 1024
 LIST_PAGE_SIZE = 5000
 #: Folder listings ``list`` reads at once ahead of the consumer (measured on Azurite: see ``list``).
 LIST_FANOUT = 4
-#: Infos each folder listing reads ahead of the consumer (a page), in batches of ``FOLDER_BATCH``.
-FOLDER_PREFETCH = 5000
-FOLDER_BATCH = 250
+#: Pages a folder listing hands over ahead of the consumer; it reads one more, then waits between
+#: requests (never holding a half-read response, which the service could close meanwhile).
+FOLDER_PAGES_AHEAD = 1
 #: A level whose first page names more folders than this is listed flat: a request per folder could
 #: cost far more than the flat pages (a folder per user, a few keys each).
 FANOUT_MAX_FOLDERS = 100
@@ -719,7 +719,7 @@ class AzureBlobStore(ObjectStore):
         The level under ``prefix`` is listed with ``delimiter=/``; each folder
         it names (a ``BlobPrefix``) is replaced by that folder's own flat
         listing, up to ``list_fanout`` of them read in threads ahead of the
-        consumer, each at most ``FOLDER_PREFETCH`` infos ahead. Keys come in
+        consumer, each at most ``FOLDER_PAGES_AHEAD`` + 1 pages ahead. Keys come in
         the flat listing's order. Azurite builds a whole page before sending
         it and the client parses it as it arrives, so one listing leaves each
         side idle half the time; several folder listings overlap. A level
@@ -741,6 +741,15 @@ class AzureBlobStore(ObjectStore):
             if not marker:
                 return
 
+    def _flat_pages(self, prefix: str) -> Iterator[list[ObjectInfo]]:
+        """The flat listing page by page, each page read whole before it is handed on."""
+        marker = ""
+        while True:
+            page, marker = _collect(self._page(prefix, self._page_size, marker))
+            yield page
+            if not marker:
+                return
+
     def _fanned_out(self, prefix: str) -> Iterator[ObjectInfo]:
         pages = self._level_pages(prefix)
         first = next(pages, [])
@@ -752,7 +761,7 @@ class AzureBlobStore(ObjectStore):
         level = itertools.chain(first, itertools.chain.from_iterable(pages))
         # The level's entries not yet yielded: infos, folder listings already started, or the
         # level listing's error (raised where the entries after it would have come).
-        window: deque[ObjectInfo | ReadAhead[ObjectInfo] | Exception] = deque()
+        window: deque[ObjectInfo | ReadAhead[list[ObjectInfo]] | Exception] = deque()
         ahead = 0  # folder listings in the window
         exhausted = False
 
@@ -769,7 +778,7 @@ class AzureBlobStore(ObjectStore):
                     exhausted = True
                     return
                 if isinstance(entry, str):
-                    window.append(ReadAhead(self._flat(entry), limit=FOLDER_PREFETCH, batch=FOLDER_BATCH,
+                    window.append(ReadAhead(self._flat_pages(entry), limit=FOLDER_PAGES_AHEAD, batch=1,
                                             name="spotshift-az-folder"))
                     ahead += 1
                 else:
@@ -782,7 +791,8 @@ class AzureBlobStore(ObjectStore):
                 if isinstance(entry, ReadAhead):
                     ahead -= 1
                     fill()  # the next folder starts before this one is drained
-                    yield from entry
+                    for page in entry:
+                        yield from page
                 elif isinstance(entry, Exception):
                     raise entry
                 else:
@@ -798,19 +808,9 @@ class AzureBlobStore(ObjectStore):
         """The level under ``prefix`` (``delimiter=/``), page by page: blobs and folder names in the flat listing's order."""
         marker, last_folder = "", None
         while True:
-            blobs: list[ObjectInfo] = []
-            folders: list[str] = []
-            pager = self._page(prefix, self._page_size, marker, delimited=True)
-            while True:
-                try:
-                    entry = next(pager)
-                except StopIteration as end:
-                    marker = end.value
-                    break
-                if isinstance(entry, str):
-                    folders.append(entry)
-                else:
-                    blobs.append(entry)
+            entries, marker = _collect(self._page(prefix, self._page_size, marker, delimited=True))
+            folders = [entry for entry in entries if isinstance(entry, str)]
+            blobs = [entry for entry in entries if not isinstance(entry, str)] if folders else entries
             if folders and folders[0] == last_folder:
                 folders.pop(0)  # named again after a page boundary: already listed whole
             if not folders or not blobs:
@@ -828,13 +828,8 @@ class AzureBlobStore(ObjectStore):
         """One List Blobs request of at most ``limit`` blobs; the token is Azure's ``NextMarker``."""
         if not 1 <= limit <= 5000:
             raise ValueError(f"limit must be between 1 and 5000, got {limit}")
-        items: list[ObjectInfo] = []
-        pager = self._page(prefix, limit, token or "")
-        while True:
-            try:
-                items.append(next(pager))
-            except StopIteration as end:
-                return Page(items, end.value or None)
+        items, marker = _collect(self._page(prefix, limit, token or ""))
+        return Page(items, marker or None)
 
     def _page(self, prefix: str, limit: int, marker: str, *, delimited: bool = False) -> Generator[Any, None, str]:
         """One List Blobs page's infos as the response arrives; returns its ``NextMarker`` ("" at the end).
@@ -910,6 +905,16 @@ class AzureBlobStore(ObjectStore):
             with contextlib.suppress(Exception):  # closing is best effort
                 owned.close()
         self._owned.clear()
+
+
+def _collect(pager: Generator[Any, None, str]) -> tuple[list[Any], str]:
+    """A List Blobs page's entries and its ``NextMarker``."""
+    entries: list[Any] = []
+    while True:
+        try:
+            entries.append(next(pager))
+        except StopIteration as end:
+            return entries, end.value
 
 
 def _error_message(response: urllib3.BaseHTTPResponse) -> str:
