@@ -805,7 +805,7 @@ class AzureBlobStore(ObjectStore):
             pages.close()
 
     def _level_pages(self, prefix: str) -> Iterator[list[ObjectInfo | str]]:
-        """The level under ``prefix`` (``delimiter=/``), page by page: blobs and folder names in the flat listing's order."""
+        """The level under ``prefix`` (``delimiter=/``) page by page: blobs and folder names, in the flat order."""
         marker, last_folder = "", None
         while True:
             entries, marker = _collect(self._page(prefix, self._page_size, marker, delimited=True))

@@ -158,7 +158,7 @@ def listing_xml(entries: str) -> bytes:
 
 
 class FlakyFolders:
-    """List Blobs answers for folders a/, b/, c/ (two blobs each) and a top-level blob 'd'; b/ fails ``failures`` times."""
+    """List Blobs answers: folders a/, b/, c/ (two blobs each), a top-level blob 'd'; b/ fails ``failures`` times."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
