@@ -41,7 +41,6 @@ import itertools
 import json
 import re
 import uuid
-from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -87,10 +86,10 @@ from .base import (
     ObjectStore,
     Page,
     PreconditionFailed,
-    ReadAhead,
     StorageConfigError,
     StorageError,
     TransientStorageError,
+    fan_out,
     validate_key,
 )
 
@@ -106,14 +105,9 @@ _LIST_CHUNK = 64 * 1024
 LIST_PAGE_SIZE = 5000
 #: Folder listings ``list`` reads at once ahead of the consumer (measured on Azurite: see ``list``).
 LIST_FANOUT = 4
-#: Pages a folder listing hands over ahead of the consumer; it reads one more, then waits between
-#: requests (never holding a half-read response, which the service could close meanwhile).
-FOLDER_PAGES_AHEAD = 1
 #: A level whose first page names more folders than this is listed flat: a request per folder could
 #: cost far more than the flat pages (a folder per user, a few keys each).
 FANOUT_MAX_FOLDERS = 100
-#: Entries of the level being fanned out held ahead of the consumer, to reach the next folders (a page).
-LEVEL_AHEAD = 5000
 #: Reserved metadata entry holding the CRC32C (hex); hidden from ``ObjectInfo.metadata``.
 CRC32C_METADATA_KEY = "spotshift_crc32c"
 #: Reserved metadata entry holding, base64-encoded JSON, the entries Azure cannot store as they are.
@@ -719,7 +713,7 @@ class AzureBlobStore(ObjectStore):
         The level under ``prefix`` is listed with ``delimiter=/``; each folder
         it names (a ``BlobPrefix``) is replaced by that folder's own flat
         listing, up to ``list_fanout`` of them read in threads ahead of the
-        consumer, each at most ``FOLDER_PAGES_AHEAD`` + 1 pages ahead. Keys come in
+        consumer (``fan_out``), each at most two pages ahead. Keys come in
         the flat listing's order. Azurite builds a whole page before sending
         it and the client parses it as it arrives, so one listing leaves each
         side idle half the time; several folder listings overlap. A level
@@ -758,50 +752,10 @@ class AzureBlobStore(ObjectStore):
             pages.close()
             yield from self._flat(prefix)
             return
-        level = itertools.chain(first, itertools.chain.from_iterable(pages))
-        # The level's entries not yet yielded: infos, folder listings already started, or the
-        # level listing's error (raised where the entries after it would have come).
-        window: deque[ObjectInfo | ReadAhead[list[ObjectInfo]] | Exception] = deque()
-        ahead = 0  # folder listings in the window
-        exhausted = False
-
-        def fill() -> None:
-            nonlocal ahead, exhausted
-            while not exhausted and ahead < self._fanout and len(window) < LEVEL_AHEAD:
-                try:
-                    entry = next(level)
-                except StopIteration:
-                    exhausted = True
-                    return
-                except Exception as err:  # noqa: BLE001 - handed to the consumer in its place
-                    window.append(err)
-                    exhausted = True
-                    return
-                if isinstance(entry, str):
-                    window.append(ReadAhead(self._flat_pages(entry), limit=FOLDER_PAGES_AHEAD, batch=1,
-                                            name="spotshift-az-folder"))
-                    ahead += 1
-                else:
-                    window.append(entry)
-
         try:
-            fill()
-            while window:
-                entry = window.popleft()
-                if isinstance(entry, ReadAhead):
-                    ahead -= 1
-                    fill()  # the next folder starts before this one is drained
-                    for page in entry:
-                        yield from page
-                elif isinstance(entry, Exception):
-                    raise entry
-                else:
-                    yield entry
-                    fill()
+            yield from fan_out(itertools.chain(first, itertools.chain.from_iterable(pages)), self._flat_pages,
+                               ahead=self._fanout, name="spotshift-az-folder")
         finally:
-            for entry in window:
-                if isinstance(entry, ReadAhead):
-                    entry.close()
             pages.close()
 
     def _level_pages(self, prefix: str) -> Iterator[list[ObjectInfo | str]]:

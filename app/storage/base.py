@@ -23,7 +23,8 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Generic, TypeVar, Union
@@ -206,6 +207,68 @@ class ReadAhead(Generic[T]):
 
 
 _END = object()
+
+#: Pages a folder listing of ``fan_out`` hands over ahead of the consumer; it reads one more, then waits
+#: between requests (never holding a half-read response, which the service could close meanwhile).
+FOLDER_PAGES_AHEAD = 1
+#: Entries of a level ``fan_out`` reads ahead of the consumer to reach the next folders (an Azure page).
+LEVEL_AHEAD = 5000
+
+
+def fan_out(level: Iterator[ObjectInfo | str], folder_pages: Callable[[str], Iterable[list[ObjectInfo]]], *,
+            ahead: int, name: str = "spotshift-folder") -> Iterator[ObjectInfo]:
+    """A level of a listing with each folder replaced by that folder's own listing, read ahead in threads.
+
+    ``level`` yields a level's objects and folder names (``str``, ending in
+    the delimiter) in listing order; ``folder_pages(folder)`` lists a folder
+    page by page. Up to ``ahead`` folder listings run at once ahead of the
+    consumer, each handing over whole pages (``FOLDER_PAGES_AHEAD``, one more
+    in hand). A failure of the level or of a folder's listing is raised
+    where its entries would have come; leaving the iteration stops every
+    folder thread.
+    """
+    # The level's entries not yet yielded: infos, folder listings already started, or the
+    # level listing's error (raised where the entries after it would have come).
+    window: deque[ObjectInfo | ReadAhead[list[ObjectInfo]] | Exception] = deque()
+    started = 0  # folder listings in the window
+    exhausted = False
+
+    def fill() -> None:
+        nonlocal started, exhausted
+        while not exhausted and started < ahead and len(window) < LEVEL_AHEAD:
+            try:
+                entry = next(level)
+            except StopIteration:
+                exhausted = True
+                return
+            except Exception as err:  # noqa: BLE001 - handed to the consumer in its place
+                window.append(err)
+                exhausted = True
+                return
+            if isinstance(entry, str):
+                window.append(ReadAhead(folder_pages(entry), limit=FOLDER_PAGES_AHEAD, batch=1, name=name))
+                started += 1
+            else:
+                window.append(entry)
+
+    try:
+        fill()
+        while window:
+            entry = window.popleft()
+            if isinstance(entry, ReadAhead):
+                started -= 1
+                fill()  # the next folder starts before this one is drained
+                for page in entry:
+                    yield from page
+            elif isinstance(entry, Exception):
+                raise entry
+            else:
+                yield entry
+                fill()
+    finally:
+        for entry in window:
+            if isinstance(entry, ReadAhead):
+                entry.close()
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pytest
 
 from app.storage import TransientStorageError
 from app.storage import azure as azure_module
+from app.storage import base
 from app.storage.azure import AzureBlobStore
 from app.storage.emulators import Azurite
 from migration.merge import listing
@@ -142,7 +143,7 @@ def test_folder_listings_read_a_bounded_way_ahead_and_stop_when_the_consumer_lea
     assert first.key == "f0/0"
     assert sorted(ahead) == ["f0/", "f1/", "f2/", "f3/", "f4/"], "not the next four folders listed ahead"
     # A page handed over and one more in hand (the first folder: plus the page being consumed).
-    limit = azure_module.FOLDER_PAGES_AHEAD + 1
+    limit = base.FOLDER_PAGES_AHEAD + 1
     assert ahead["f0/"] <= limit + 1 and max(ahead[f"f{i}/"] for i in range(1, 5)) <= limit, ahead
     assert folder_threads() == 0, "a folder listing kept running after its consumer left"
 
