@@ -21,14 +21,12 @@ merge ends for that reason).
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from app.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, TransientStorageError
+from app.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ReadAhead, TransientStorageError
 
 from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefix
 
@@ -46,7 +44,7 @@ class EarlyListing:
 
     The CLI starts the target's listing as soon as the target is open, so the
     listing's first round trips overlap the other SDK's import. It reads at
-    most ``PREFETCH`` infos ahead (a bounded queue): memory stays constant.
+    most ``PREFETCH`` infos ahead (a ``ReadAhead``): memory stays constant.
     The next ``sync``/``verify`` given it takes the stream once instead of
     listing again; a failure before the first info falls back to an ordinary,
     retried listing when it is transient.
@@ -55,36 +53,8 @@ class EarlyListing:
     def __init__(self, store: ObjectStore, prefix: str = "") -> None:
         self.store = store
         self.prefix = normalize_prefix(prefix)
-        self._queue: queue.Queue[Any] = queue.Queue(max(1, PREFETCH // BATCH))
         self._taken = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="spotshift-early-list", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        batch: list[ObjectInfo] = []
-        try:
-            for info in self.store.list(self.prefix):
-                batch.append(info)
-                if len(batch) >= BATCH:
-                    if not self._offer(batch):
-                        return
-                    batch = []
-        except BaseException as err:  # handed to the consumer, after what was listed before it
-            if not batch or self._offer(batch):
-                self._offer(_Failed(err))
-            return
-        if not batch or self._offer(batch):
-            self._offer(_End)
-
-    def _offer(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.25)
-                return True
-            except queue.Full:
-                continue
-        return False
+        self._reader = ReadAhead(_listed(store, self.prefix), limit=PREFETCH, batch=BATCH, name="spotshift-early-list")
 
     def take(self, store: ObjectStore, prefix: str) -> Iterator[ObjectInfo] | None:
         """The listing stream if it is for ``store`` and ``prefix`` and not taken yet; None otherwise.
@@ -95,36 +65,27 @@ class EarlyListing:
         if self._taken or store is not self.store or normalize_prefix(prefix) != self.prefix:
             return None
         self._taken = True
-        first = self._queue.get()
-        if isinstance(first, _Failed):
-            if isinstance(first.error, TransientStorageError):
-                return None
-            raise first.error
-        return self._drain(first)
-
-    def _drain(self, first: Any) -> Iterator[ObjectInfo]:
-        item = first
         try:
-            while item is not _End:
-                if isinstance(item, _Failed):
-                    raise item.error
-                yield from item
-                item = self._queue.get()
+            first = self._reader.get()
+        except TransientStorageError:
+            return None
+        return self._drain(first or [])
+
+    def _drain(self, first: list[ObjectInfo]) -> Iterator[ObjectInfo]:
+        try:
+            yield from first
+            yield from self._reader
         finally:
-            self._stop.set()
+            self._reader.close()
 
     def cancel(self) -> None:
         """Stop reading ahead (the listing was not needed)."""
-        self._stop.set()
+        self._reader.close()
 
 
-class _End:
-    pass
-
-
-@dataclass
-class _Failed:
-    error: BaseException
+def _listed(store: ObjectStore, prefix: str) -> Iterator[ObjectInfo]:
+    # A generator, so ``store.list`` is first called in the reading thread, not by the caller.
+    yield from store.list(prefix)
 
 
 def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
@@ -162,52 +123,19 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
 
 
 def read_ahead(items: Iterator[T], name: str = "spotshift-list") -> Iterator[T]:
-    """``items`` read in a thread of its own, at most ``PREFETCH`` ahead of the consumer (constant memory).
+    """``items`` read in a thread of its own (``ReadAhead``), at most ``PREFETCH`` ahead of the consumer.
 
     Each side's listing waits on its own service: read ahead, the two
     listings' round trips overlap instead of taking turns with the planner.
-    An error of the listing is raised to the consumer where it would have
-    come; a consumer that stops early stops the thread.
+    Nothing starts until the first item is asked for. An error of the
+    listing is raised to the consumer where it would have come; a consumer
+    that stops early stops the thread.
     """
-    batches: queue.Queue[Any] = queue.Queue(max(1, PREFETCH // BATCH))
-    stop = threading.Event()
-
-    def offer(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                batches.put(item, timeout=0.25)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        batch: list[T] = []
-        try:
-            for item in items:
-                batch.append(item)
-                if len(batch) >= BATCH:
-                    if not offer(batch):
-                        return
-                    batch = []
-        except BaseException as err:  # handed to the consumer, after what was listed before it
-            if not batch or offer(batch):
-                offer(_Failed(err))
-            return
-        if not batch or offer(batch):
-            offer(_End)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
+    reader = ReadAhead(items, limit=PREFETCH, batch=BATCH, name=name)
     try:
-        while True:
-            got = batches.get()
-            if got is _End:
-                return
-            if isinstance(got, _Failed):
-                raise got.error
-            yield from got
+        yield from reader
     finally:
-        stop.set()
+        reader.close()
 
 
 @dataclass(frozen=True)

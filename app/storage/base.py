@@ -21,10 +21,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Generic, TypeVar, Union
 
 import google_crc32c
 
@@ -34,6 +37,8 @@ CHUNK_SIZE = 4 * 1024 * 1024
 #: What ``put`` accepts as a body: whole bytes, a readable binary file, or an
 #: iterable of byte chunks (e.g. another store's ``stream``).
 Body = Union[bytes, bytearray, memoryview, BinaryIO, Iterable[bytes]]
+
+T = TypeVar("T")
 
 
 class StorageError(Exception):
@@ -124,6 +129,151 @@ class Hasher:
             raise IntegrityError(
                 f"{key}: CRC32C mismatch (expected {expected_crc32c}, got {self.crc32c})"
             )
+
+
+class ReadAhead(Generic[T]):
+    """``items`` read in a thread of its own, started now, at most about ``limit`` items ahead of the consumer.
+
+    A listing waits on its service: read ahead, its round trips overlap the
+    consumer's work (or another listing's) instead of taking turns with it.
+    Items cross to the consumer in batches (one queue operation per
+    ``batch``), in order; an error of ``items`` is raised to the consumer
+    after the items before it. ``close()``, or leaving the iteration, stops
+    the thread at its next hand-over and closes ``items``.
+    """
+
+    def __init__(self, items: Iterable[T], *, limit: int, batch: int, name: str = "spotshift-read-ahead") -> None:
+        self._items = items
+        self._batch = max(1, batch)
+        self._queue: queue.Queue[Any] = queue.Queue(max(1, limit // self._batch))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        batch: list[T] = []
+        iterator = iter(self._items)  # in this thread: a lazy ``items`` starts its work here
+        try:
+            for item in iterator:
+                batch.append(item)
+                if len(batch) >= self._batch:
+                    if not self._offer(batch):
+                        return
+                    batch = []
+        except BaseException as err:  # handed to the consumer, after what was read before it
+            if not batch or self._offer(batch):
+                self._offer(_Failed(err))
+            return
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        if not batch or self._offer(batch):
+            self._offer(_END)
+
+    def _offer(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> list[T] | None:
+        """The next batch (waits for it); None once ``items`` is exhausted; raises the error of ``items``."""
+        if self._done:
+            return None
+        got = self._queue.get()
+        if got is _END:
+            self._done = True
+            return None
+        if isinstance(got, _Failed):
+            self._done = True
+            raise got.error
+        return got  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            while (batch := self.get()) is not None:
+                yield from batch
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading ahead; the thread ends at its next hand-over (or at once if waiting to hand over)."""
+        self._stop.set()
+
+
+_END = object()
+
+#: Pages a folder listing of ``fan_out`` hands over ahead of the consumer; it reads one more, then waits
+#: between requests (never holding a half-read response, which the service could close meanwhile).
+FOLDER_PAGES_AHEAD = 1
+#: Entries of a level ``fan_out`` reads ahead of the consumer to reach the next folders (an Azure page).
+LEVEL_AHEAD = 5000
+
+
+def fan_out(level: Iterator[ObjectInfo | str], folder_pages: Callable[[str], Iterable[list[ObjectInfo]]], *,
+            ahead: int, name: str = "spotshift-folder") -> Iterator[ObjectInfo]:
+    """A level of a listing with each folder replaced by that folder's own listing, read ahead in threads.
+
+    ``level`` yields a level's objects and folder names (``str``, ending in
+    the delimiter) in listing order; ``folder_pages(folder)`` lists a folder
+    page by page. Up to ``ahead`` folder listings run at once ahead of the
+    consumer, each handing over whole pages (``FOLDER_PAGES_AHEAD``, one more
+    in hand). A failure of the level or of a folder's listing is raised
+    where its entries would have come; leaving the iteration stops every
+    folder thread.
+    """
+    # The level's entries not yet yielded: infos, folder listings already started, or the
+    # level listing's error (raised where the entries after it would have come).
+    window: deque[ObjectInfo | ReadAhead[list[ObjectInfo]] | Exception] = deque()
+    started = 0  # folder listings in the window
+    exhausted = False
+
+    def fill() -> None:
+        nonlocal started, exhausted
+        while not exhausted and started < ahead and len(window) < LEVEL_AHEAD:
+            try:
+                entry = next(level)
+            except StopIteration:
+                exhausted = True
+                return
+            except Exception as err:  # noqa: BLE001 - handed to the consumer in its place
+                window.append(err)
+                exhausted = True
+                return
+            if isinstance(entry, str):
+                window.append(ReadAhead(folder_pages(entry), limit=FOLDER_PAGES_AHEAD, batch=1, name=name))
+                started += 1
+            else:
+                window.append(entry)
+
+    try:
+        fill()
+        while window:
+            entry = window.popleft()
+            if isinstance(entry, ReadAhead):
+                started -= 1
+                fill()  # the next folder starts before this one is drained
+                for page in entry:
+                    yield from page
+            elif isinstance(entry, Exception):
+                raise entry
+            else:
+                yield entry
+                fill()
+    finally:
+        for entry in window:
+            if isinstance(entry, ReadAhead):
+                entry.close()
+
+
+@dataclass
+class _Failed:
+    error: BaseException
 
 
 def iter_body(body: Body, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:

@@ -236,3 +236,24 @@ def test_a_read_ahead_listing_raises_its_error_where_it_happened_and_stops_when_
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() == before, "the read-ahead thread kept running after its consumer left"
+
+
+def test_a_read_ahead_listing_starts_only_when_first_read_and_closes_its_source_when_abandoned():
+    started = threading.Event()
+    closed = threading.Event()
+
+    def listing():
+        started.set()
+        try:
+            yield from itertools.count()
+        finally:
+            closed.set()
+
+    stream = read_ahead(listing())
+    time.sleep(0.1)  # a thread started at once would have begun the listing by now
+    lazy = not started.is_set()
+    assert next(stream) == 0
+    stream.close()
+
+    assert lazy, "the listing ran before anything asked for it"
+    assert closed.wait(5), "the abandoned listing was never closed (its connection would stay open)"
