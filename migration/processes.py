@@ -87,11 +87,13 @@ class _Worker:
 _WORKER: _Worker | None = None
 
 
-def _start(source_root: str, target_root: str, durable: bool, retry: RetryPolicy) -> None:
+def _start(planner: int, source_root: str, target_root: str, durable: bool, retry: RetryPolicy) -> None:
     """Worker process start-up: open both stores (the planner decides when to stop, not Ctrl-C)."""
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="spotshift-parent", daemon=True).start()
+    # The planner's pid comes from the planner: one killed while this process was still
+    # starting up is no longer its parent by now.
+    threading.Thread(target=_watch_parent, args=(planner,), name="spotshift-parent", daemon=True).start()
     _WORKER = _Worker(LocalStore(source_root, create=False), LocalStore(target_root, create=False, durable=durable),
                       retry)
 
@@ -154,7 +156,8 @@ class ProcessPool:
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                initargs=(str(self.source.root), str(self.target.root), self.target.durable, self.retry))
+                initargs=(os.getpid(), str(self.source.root), str(self.target.root), self.target.durable,
+                          self.retry))
         while not self._slots.acquire(timeout=0.25):  # short waits keep Ctrl-C responsive
             self._raise_if_stopped()
         future = self._executor.submit(_run, tasks)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +15,7 @@ from app.storage import LocalStore, StorageConfigError
 from migration import processes
 from migration.copier import PROVENANCE_MD5, RetryPolicy, sync, verify
 
-from .conftest import contents, seed
+from .conftest import REPO_ROOT, contents, seed
 
 NO_WAIT = RetryPolicy(attempts=2, base_delay=0.0, max_delay=0.0)
 
@@ -134,3 +137,32 @@ def test_a_batched_target_is_synced_once_at_the_end_for_the_workers_writes(pair,
 
     assert report.objects_copied == 20 and started == [2]
     assert syncs == [1]
+
+
+_PLANNER = """
+import sys, time
+from app.storage import LocalStore
+from migration import processes
+processes.BATCH = 1
+source, target = LocalStore(sys.argv[1]), LocalStore(sys.argv[2])
+pool = processes.ProcessPool(source, target, target_prefix="", processes=2, retry=processes.RetryPolicy(),
+                             record=lambda outcome, nbytes: None)
+for info in source.list():
+    pool.submit((info.key, info))
+print("handed out", flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_exit_when_their_planner_is_killed_even_while_they_start(pair):
+    source, target = pair
+    seed(source, {f"k{i}": b"v" for i in range(4)})
+    planner = subprocess.Popen([sys.executable, "-c", _PLANNER, str(source.root), str(target.root)],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert planner.stdout.readline() == "handed out\n"
+    planner.send_signal(signal.SIGKILL)  # the workers are still importing, or just started
+
+    # Each worker holds the planner's stdout until it exits.
+    out, _ = planner.communicate(timeout=60)
+
+    assert planner.returncode == -signal.SIGKILL and out == ""
