@@ -89,6 +89,7 @@ from .base import (
     StorageConfigError,
     StorageError,
     TransientStorageError,
+    FANOUT_MAX_FOLDERS,
     fan_out,
     validate_key,
 )
@@ -105,9 +106,6 @@ _LIST_CHUNK = 64 * 1024
 LIST_PAGE_SIZE = 5000
 #: Folder listings ``list`` reads at once ahead of the consumer (measured on Azurite: see ``list``).
 LIST_FANOUT = 4
-#: A level whose first page names more folders than this is listed flat: a request per folder could
-#: cost far more than the flat pages (a folder per user, a few keys each).
-FANOUT_MAX_FOLDERS = 100
 #: Reserved metadata entry holding the CRC32C (hex); hidden from ``ObjectInfo.metadata``.
 CRC32C_METADATA_KEY = "spotshift_crc32c"
 #: Reserved metadata entry holding, base64-encoded JSON, the entries Azure cannot store as they are.

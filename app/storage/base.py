@@ -213,6 +213,9 @@ _END = object()
 FOLDER_PAGES_AHEAD = 1
 #: Entries of a level ``fan_out`` reads ahead of the consumer to reach the next folders (an Azure page).
 LEVEL_AHEAD = 5000
+#: A level whose first page names more folders than this is listed flat: a request per folder could
+#: cost far more than the flat pages (a folder per user, a few keys each).
+FANOUT_MAX_FOLDERS = 100
 
 
 def fan_out(level: Iterator[ObjectInfo | str], folder_pages: Callable[[str], Iterable[list[ObjectInfo]]], *,

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import heapq
 import io
+import itertools
 import json
 import os
 import re
@@ -61,6 +63,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from ._transfer import BodyAborted, CheckedBody, http_pool, prefetch, tune_session
 from .base import (
     CHUNK_SIZE,
+    FANOUT_MAX_FOLDERS,
     Body,
     Hasher,
     IntegrityError,
@@ -72,6 +75,7 @@ from .base import (
     StorageConfigError,
     StorageError,
     TransientStorageError,
+    fan_out,
     validate_key,
 )
 
@@ -88,6 +92,11 @@ _LIST_FIELDS = (
     "items(name,size,contentType,md5Hash,crc32c,generation,updated,metadata,"
     "contentEncoding,cacheControl,componentCount),nextPageToken"
 )
+_LIST_FIELDS_DELIMITED = _LIST_FIELDS + ",prefixes"
+#: Objects per listing request of ``list`` (GCS's maximum).
+LIST_PAGE_SIZE = 1000
+#: Folder listings ``list`` reads at once ahead of the consumer.
+LIST_FANOUT = 4
 _USER_AGENT = f"spotshift gcloud-python/{_SDK_VERSION}"
 # api_core prefixes messages with "GET https://...: "; keep only the reason.
 _URL_PREFIX = re.compile(r"^[A-Z]+ \S+: ")
@@ -519,22 +528,80 @@ class GcsStore(ObjectStore):
         return blob_info(blob)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Paginated listing (1,000 per page) that already carries metadata and checksums."""
-        return self._list(prefix)
+        """Paginated listing (1,000 per page, metadata and checksums included), fanned out over folders.
 
-    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        The level under ``prefix`` is listed with ``delimiter=/``; each folder
+        it names is replaced by that folder's own flat listing, up to
+        ``LIST_FANOUT`` of them read in threads ahead of the consumer
+        (``fan_out``), in the flat listing's order. Measured on
+        fake-gcs-server (20,000 objects in 20 folders): 0.96 s of the
+        server's CPU listed flat, 0.22 s folder by folder. A level without
+        folders is the flat listing; one whose first page names more than
+        ``FANOUT_MAX_FOLDERS`` folders is listed flat (one request more).
+        """
+        return self._fanned_out(prefix)
+
+    def _fanned_out(self, prefix: str) -> Iterator[ObjectInfo]:
+        named: set[str] = set()
+        pages = self._level_pages(prefix, named)
+        try:
+            first = next(pages, [])
+            if len(named) > FANOUT_MAX_FOLDERS:
+                pages.close()
+                for page in self._flat_pages(prefix):
+                    yield from page
+                return
+            yield from fan_out(itertools.chain(first, itertools.chain.from_iterable(pages)), self._flat_pages,
+                               ahead=LIST_FANOUT, name="spotshift-gcs-folder")
+        finally:
+            pages.close()
+
+    def _pages(self, prefix: str, delimited: bool) -> Iterator[Any]:
+        """The listing's pages as the SDK gives them (``page.prefixes``: the folders a delimited page names)."""
         with self._errors(bucket_call=True):
             blobs = self._client.list_blobs(
                 self._bucket,
                 prefix=prefix or None,
-                page_size=1000,
-                fields=_LIST_FIELDS,
+                delimiter="/" if delimited else None,
+                page_size=LIST_PAGE_SIZE,
+                fields=_LIST_FIELDS_DELIMITED if delimited else _LIST_FIELDS,
                 timeout=self._timeout,
                 retry=self._retry,
             )
-            for blob in blobs:
-                yield blob_info(blob)
+            for page in blobs.pages:
+                self._bucket_ok = True
+                yield page
         self._bucket_ok = True
+
+    def _flat_pages(self, prefix: str) -> Iterator[list[ObjectInfo]]:
+        for page in self._pages(prefix, delimited=False):
+            yield [blob_info(blob) for blob in page]
+
+    def _level_pages(self, prefix: str, named: set[str]) -> Iterator[list[ObjectInfo | str]]:
+        """The level under ``prefix`` page by page: objects and folder names ('a/') merged in key order.
+
+        GCS returns a page's folders apart from its objects and may name a
+        folder again on a later page; fake-gcs-server names every folder of
+        the level on the first page. So a folder waits until the objects
+        before it have gone by, and one named again is listed once. One named
+        late (after objects past it) is still listed, out of order, rather
+        than lost: the merge looks such keys up on the other side. ``named``
+        collects the folders named so far.
+        """
+        waiting: list[str] = []  # a heap of folders named and not yet handed on
+        for page in self._pages(prefix, delimited=True):
+            for folder in page.prefixes:
+                if folder not in named:
+                    named.add(folder)
+                    heapq.heappush(waiting, folder)
+            entries: list[ObjectInfo | str] = []
+            for blob in page:
+                info = blob_info(blob)
+                while waiting and waiting[0] < info.key:
+                    entries.append(heapq.heappop(waiting))
+                entries.append(info)
+            yield entries
+        yield [heapq.heappop(waiting) for _ in range(len(waiting))]
 
     def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
         """One listing request of at most ``limit`` objects; the token is the service's ``nextPageToken``."""
