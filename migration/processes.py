@@ -55,8 +55,9 @@ def local_pair(source: object, target: object) -> bool:
 
 
 def process_count(workers: int) -> int:
-    """Worker processes for ``workers`` parallel transfers on this machine: one per core at most."""
-    return max(1, min(workers, os.cpu_count() or 1, MAX_PROCESSES))
+    """Worker processes for ``workers`` parallel transfers on this machine: one per core it may use at most."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(workers, cores, MAX_PROCESSES))
 
 
 class _Worker:

@@ -166,3 +166,12 @@ def test_workers_exit_when_their_planner_is_killed_even_while_they_start(pair):
     out, _ = planner.communicate(timeout=60)
 
     assert planner.returncode == -signal.SIGKILL and out == ""
+
+
+def test_one_worker_process_per_core_this_process_may_use_and_never_more_than_asked(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+
+    assert processes.process_count(32) == 3
+    assert processes.process_count(2) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert processes.process_count(256) == processes.MAX_PROCESSES
