@@ -33,7 +33,7 @@ from app.storage.base import ObjectInfo, StorageConfigError
 from app.storage.local import LocalStore
 
 from .rules import RetryPolicy
-from .transfer import DEFAULT_MAX_INFLIGHT_BYTES, Copier, Outcome, copy_task, failure_reason, retrying
+from .transfer import DEFAULT_MAX_INFLIGHT_BYTES, Copier, Outcome, Stops, copy_task, failure_reason, retrying
 
 #: Copies per batch handed to a worker: large enough that the hand-over (a pickle each way) is a
 #: small share of the batch's work, small enough that Ctrl-C waits well under a second.
@@ -111,7 +111,7 @@ def _run(tasks: list[Task]) -> tuple[list[Outcome], str | None]:
     return _WORKER.run(tasks)
 
 
-class ProcessPool:
+class ProcessPool(Stops):
     """Batches the planner's copies to ``processes`` worker processes; ``record`` gets every outcome.
 
     Used like ``transfer.Pool``: ``submit((key, info))`` per copy, inside a
@@ -133,8 +133,7 @@ class ProcessPool:
         self._slots = threading.BoundedSemaphore(2 * processes)
         self._futures: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
-        self._errors: list[BaseException] = []
-        self.abort: StorageConfigError | None = None
+        super().__init__()
         self.copied = 0
 
     def submit(self, task: tuple[str, ObjectInfo]) -> None:
@@ -145,12 +144,6 @@ class ProcessPool:
         self._batch_bytes += info.size
         if len(self._batch) >= BATCH or self._batch_bytes >= BATCH_BYTES:
             self._hand_out()
-
-    def _raise_if_stopped(self) -> None:
-        if self._errors:
-            raise self._errors[0]
-        if self.abort is not None:
-            raise self.abort
 
     def _hand_out(self) -> None:
         tasks, self._batch, self._batch_bytes = self._batch, [], 0

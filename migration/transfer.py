@@ -134,7 +134,21 @@ class _ByteBudget:
             self._cond.notify_all()
 
 
-class Pool(Generic[T]):
+class Stops:
+    """What stops a pool of workers: the first configuration error (``abort``) or bug, raised to the planner."""
+
+    def __init__(self) -> None:
+        self._errors: list[BaseException] = []
+        self.abort: StorageConfigError | None = None
+
+    def _raise_if_stopped(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+        if self.abort is not None:
+            raise self.abort
+
+
+class Pool(Stops, Generic[T]):
     """``workers`` threads running ``work`` on tasks submitted one by one through a bounded queue.
 
     Use as a context manager: leaving it waits for the submitted tasks and
@@ -147,8 +161,7 @@ class Pool(Generic[T]):
         self._workers = max(1, int(workers))
         self._queue: queue.Queue[Any] = queue.Queue(self._workers * QUEUE_PER_WORKER)
         self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
-        self.abort: StorageConfigError | None = None
+        super().__init__()
         self._stop = threading.Event()
 
     @property
@@ -172,12 +185,6 @@ class Pool(Generic[T]):
         thread = threading.Thread(target=self._loop, name=f"spotshift-{len(self._threads)}", daemon=True)
         self._threads.append(thread)
         thread.start()
-
-    def _raise_if_stopped(self) -> None:
-        if self._errors:
-            raise self._errors[0]
-        if self.abort is not None:
-            raise self.abort
 
     def _loop(self) -> None:
         while True:

@@ -5,6 +5,7 @@ Private to ``app.storage``; nothing here imports a cloud SDK.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -224,6 +225,18 @@ def tune_session(session: requests.Session, endpoint: str, pool_size: int) -> No
 HTTP_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 #: Statuses worth retrying for an idempotent request.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@contextlib.contextmanager
+def released(response: urllib3.BaseHTTPResponse) -> Iterator[None]:
+    """Give ``response``'s connection back to its pool at the end; close it first unless the body was read whole."""
+    try:
+        yield
+    except BaseException:  # an error, or a consumer that stopped reading (GeneratorExit)
+        response.close()  # unread bytes left: the connection cannot be reused
+        raise
+    finally:
+        response.release_conn()
 
 
 def http_pool(endpoint: str, pool_size: int, read_timeout: float, connect_timeout: float) -> urllib3.PoolManager:

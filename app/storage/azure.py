@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import heapq
-import itertools
 import json
 import re
 import uuid
@@ -74,6 +73,7 @@ from ._transfer import (
     http_pool,
     prefetch,
     regroup,
+    released,
     tune_session,
 )
 from .base import (
@@ -90,7 +90,7 @@ from .base import (
     StorageError,
     TransientStorageError,
     FANOUT_MAX_FOLDERS,
-    fan_out,
+    by_folders,
     validate_key,
 )
 
@@ -687,17 +687,12 @@ class AzureBlobStore(ObjectStore):
 
     def _stream(self, key: str, chunk_size: int) -> Iterator[bytes]:
         response = self._send("GET", key, expect=(200,), stream=True)
-        finished = False
-        try:
-            # Stored bytes as they are: no gunzip of gzip-encoded blobs.
-            yield from response.stream(chunk_size, decode_content=False)
-            finished = True
-        except HTTP_ERRORS as err:
-            raise TransientStorageError(f"{self.url}/{key}: download interrupted ({type(err).__name__})") from err
-        finally:
-            if not finished:
-                response.close()  # unread bytes left: the connection cannot be reused
-            response.release_conn()
+        with released(response):
+            try:
+                # Stored bytes as they are: no gunzip of gzip-encoded blobs.
+                yield from response.stream(chunk_size, decode_content=False)
+            except HTTP_ERRORS as err:
+                raise TransientStorageError(f"{self.url}/{key}: download interrupted ({type(err).__name__})") from err
 
     def head(self, key: str) -> ObjectInfo:
         """One Get Blob Properties request."""
@@ -743,18 +738,9 @@ class AzureBlobStore(ObjectStore):
                 return
 
     def _fanned_out(self, prefix: str) -> Iterator[ObjectInfo]:
-        pages = self._level_pages(prefix)
-        first = next(pages, [])
-        if sum(1 for entry in first if isinstance(entry, str)) > FANOUT_MAX_FOLDERS:
-            # Many folders, maybe small: a request each could cost far more than the flat pages.
-            pages.close()
-            yield from self._flat(prefix)
-            return
-        try:
-            yield from fan_out(itertools.chain(first, itertools.chain.from_iterable(pages)), self._flat_pages,
-                               ahead=self._fanout, name="spotshift-az-folder")
-        finally:
-            pages.close()
+        return by_folders(self._level_pages(prefix), lambda first: sum(isinstance(e, str) for e in first),
+                          self._flat_pages, prefix, ahead=self._fanout, max_folders=FANOUT_MAX_FOLDERS,
+                          name="spotshift-az-folder")
 
     def _level_pages(self, prefix: str) -> Iterator[list[ObjectInfo | str]]:
         """The level under ``prefix`` (``delimiter=/``) page by page: blobs and folder names, in the flat order."""
@@ -801,33 +787,29 @@ class AzureBlobStore(ObjectStore):
             params["marker"] = marker
         response = self._send("GET", "", query=urlencode(params, quote_via=quote), expect=(200,), stream=True)
         parser = ElementTree.XMLPullParser(("start", "end"))
-        depth, next_marker, finished = 0, "", False
-        try:
-            for chunk in response.stream(_LIST_CHUNK, decode_content=False):
-                parser.feed(chunk)
-                for event, element in parser.read_events():
-                    if event == "start":
-                        depth += 1
-                        continue
-                    depth -= 1
-                    if depth == 2 and element.tag == "Blob":  # EnumerationResults/Blobs/Blob
-                        yield listing_info(element)
-                        element.clear()
-                    elif depth == 2 and element.tag == "BlobPrefix":
-                        yield _name(element)
-                        element.clear()
-                    elif depth == 1 and element.tag == "NextMarker":
-                        next_marker = element.text or ""
-            parser.close()
-            finished = True
-        except ElementTree.ParseError as err:
-            raise TransientStorageError(f"{self.url}: unreadable List Blobs response ({err})") from None
-        except HTTP_ERRORS as err:
-            raise TransientStorageError(f"{self.url}: listing interrupted ({type(err).__name__})") from err
-        finally:
-            if not finished:
-                response.close()  # unread bytes left: the connection cannot be reused
-            response.release_conn()
+        depth, next_marker = 0, ""
+        with released(response):
+            try:
+                for chunk in response.stream(_LIST_CHUNK, decode_content=False):
+                    parser.feed(chunk)
+                    for event, element in parser.read_events():
+                        if event == "start":
+                            depth += 1
+                            continue
+                        depth -= 1
+                        if depth == 2 and element.tag == "Blob":  # EnumerationResults/Blobs/Blob
+                            yield listing_info(element)
+                            element.clear()
+                        elif depth == 2 and element.tag == "BlobPrefix":
+                            yield _name(element)
+                            element.clear()
+                        elif depth == 1 and element.tag == "NextMarker":
+                            next_marker = element.text or ""
+                parser.close()
+            except ElementTree.ParseError as err:
+                raise TransientStorageError(f"{self.url}: unreadable List Blobs response ({err})") from None
+            except HTTP_ERRORS as err:
+                raise TransientStorageError(f"{self.url}: listing interrupted ({type(err).__name__})") from err
         return next_marker
 
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import itertools
 import json
 import queue
 import threading
@@ -272,6 +273,29 @@ def fan_out(level: Iterator[ObjectInfo | str], folder_pages: Callable[[str], Ite
         for entry in window:
             if isinstance(entry, ReadAhead):
                 entry.close()
+
+
+def by_folders(level_pages: Iterator[list[ObjectInfo | str]], named: Callable[[list[ObjectInfo | str]], int],
+               folder_pages: Callable[[str], Iterable[list[ObjectInfo]]], prefix: str, *, ahead: int,
+               max_folders: int, name: str) -> Iterator[ObjectInfo]:
+    """A level's listing (pages of objects and folder names) through ``fan_out``, or flat if it has many folders.
+
+    ``named(first_page)`` says how many folders the level had named by the
+    end of its first page; past ``max_folders`` (a folder per user, a few keys
+    each: a request per folder would cost far more) the level is listed flat
+    with ``folder_pages(prefix)``, one request more.
+    """
+    try:
+        first = next(level_pages, [])
+        if named(first) > max_folders:
+            level_pages.close()
+            for page in folder_pages(prefix):
+                yield from page
+            return
+        yield from fan_out(itertools.chain(first, itertools.chain.from_iterable(level_pages)), folder_pages,
+                           ahead=ahead, name=name)
+    finally:
+        level_pages.close()
 
 
 @dataclass

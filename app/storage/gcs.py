@@ -39,7 +39,6 @@ import base64
 import contextlib
 import heapq
 import io
-import itertools
 import json
 import os
 import re
@@ -60,7 +59,7 @@ from google.cloud.storage import __version__ as _SDK_VERSION
 from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from ._transfer import BodyAborted, CheckedBody, http_pool, prefetch, tune_session
+from ._transfer import BodyAborted, CheckedBody, http_pool, prefetch, released, tune_session
 from .base import (
     CHUNK_SIZE,
     FANOUT_MAX_FOLDERS,
@@ -75,7 +74,7 @@ from .base import (
     StorageConfigError,
     StorageError,
     TransientStorageError,
-    fan_out,
+    by_folders,
     validate_key,
 )
 
@@ -508,15 +507,8 @@ class GcsStore(ObjectStore):
             opener = self._retry(self._open_media) if self._retry else self._open_media
             response = opener(key)
         self._bucket_ok = True
-        finished = False
-        try:
-            with self._errors(key):
-                yield from response.stream(chunk_size, decode_content=False)
-            finished = True
-        finally:
-            if not finished:
-                response.close()  # unread bytes left: the connection cannot be reused
-            response.release_conn()
+        with released(response), self._errors(key):
+            yield from response.stream(chunk_size, decode_content=False)
 
     def head(self, key: str) -> ObjectInfo:
         """One metadata GET."""
@@ -543,18 +535,8 @@ class GcsStore(ObjectStore):
 
     def _fanned_out(self, prefix: str) -> Iterator[ObjectInfo]:
         named: set[str] = set()
-        pages = self._level_pages(prefix, named)
-        try:
-            first = next(pages, [])
-            if len(named) > FANOUT_MAX_FOLDERS:
-                pages.close()
-                for page in self._flat_pages(prefix):
-                    yield from page
-                return
-            yield from fan_out(itertools.chain(first, itertools.chain.from_iterable(pages)), self._flat_pages,
-                               ahead=LIST_FANOUT, name="spotshift-gcs-folder")
-        finally:
-            pages.close()
+        return by_folders(self._level_pages(prefix, named), lambda first: len(named), self._flat_pages, prefix,
+                          ahead=LIST_FANOUT, max_folders=FANOUT_MAX_FOLDERS, name="spotshift-gcs-folder")
 
     def _pages(self, prefix: str, delimited: bool) -> Iterator[Any]:
         """The listing's pages as the SDK gives them (``page.prefixes``: the folders a delimited page names)."""
