@@ -35,7 +35,9 @@ entry ``spotshift_crc32c`` whenever it is known before the upload commits
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
+import functools
 import heapq
 import json
 import re
@@ -181,10 +183,8 @@ def _split_crc(metadata: Mapping[str, str]) -> tuple[dict[str, str], str | None]
     return user, crc32c
 
 
-def _text(element: ElementTree.Element, path: str) -> str | None:
-    """The text of a child element; an empty or missing one is None."""
-    found = element.find(path)
-    return found.text if found is not None and found.text else None
+#: An HTTP date (Last-Modified) as a datetime; objects copied in bulk share a few hundred seconds.
+_http_date = functools.lru_cache(maxsize=4096)(parsedate_to_datetime)
 
 
 def _name(entry: ElementTree.Element) -> str:
@@ -211,26 +211,26 @@ def listing_info(blob: ElementTree.Element) -> ObjectInfo:
     """Build ``ObjectInfo`` from one ``<Blob>`` of a List Blobs response (``include=metadata``)."""
     key = _name(blob)
     props = blob.find("Properties")
-    if props is None:
-        props = ElementTree.Element("Properties")
+    # One pass over the properties (about fifteen) instead of a find() per field.
+    prop = {child.tag: child.text for child in props} if props is not None else {}
     meta = blob.find("Metadata")
     raw_meta = {child.tag: child.text or "" for child in meta} if meta is not None else {}
     raw_meta.pop("x-ms-invalid-name", None)
     metadata, crc32c = _split_crc(raw_meta)
-    md5 = _text(props, "Content-MD5")
-    modified = _text(props, "Last-Modified")
-    etag = _text(props, "Etag")
+    md5 = prop.get("Content-MD5")
+    modified = prop.get("Last-Modified")
+    etag = prop.get("Etag")
     return ObjectInfo(
         key=key,
-        size=int(_text(props, "Content-Length") or 0),
-        content_type=_text(props, "Content-Type"),
-        md5=base64.b64decode(md5).hex() if md5 else None,
+        size=int(prop.get("Content-Length") or 0),
+        content_type=prop.get("Content-Type") or None,
+        md5=binascii.a2b_base64(md5).hex() if md5 else None,
         crc32c=crc32c,
         version=_quote_etag(etag) if etag else None,
-        updated=parsedate_to_datetime(modified) if modified else None,
+        updated=_http_date(modified) if modified else None,
         metadata=metadata,
-        content_encoding=_text(props, "Content-Encoding"),
-        cache_control=_text(props, "Cache-Control"),
+        content_encoding=prop.get("Content-Encoding") or None,
+        cache_control=prop.get("Cache-Control") or None,
     )
 
 
@@ -247,10 +247,10 @@ def headers_info(key: str, headers: Mapping[str, str]) -> ObjectInfo:
         key=key,
         size=int(headers.get("Content-Length") or 0),
         content_type=headers.get("Content-Type"),
-        md5=base64.b64decode(md5).hex() if md5 else None,
+        md5=binascii.a2b_base64(md5).hex() if md5 else None,
         crc32c=crc32c,
         version=_quote_etag(etag) if etag else None,
-        updated=parsedate_to_datetime(modified) if modified else None,
+        updated=_http_date(modified) if modified else None,
         metadata=metadata,
         content_encoding=headers.get("Content-Encoding"),
         cache_control=headers.get("Cache-Control"),
@@ -786,31 +786,33 @@ class AzureBlobStore(ObjectStore):
         if marker:
             params["marker"] = marker
         response = self._send("GET", "", query=urlencode(params, quote_via=quote), expect=(200,), stream=True)
-        parser = ElementTree.XMLPullParser(("start", "end"))
-        depth, next_marker = 0, ""
+        # End events only (the start events were a fifth of the client's CPU in a no-op
+        # rerun). A <Blob> or <BlobPrefix> of the listing has a <Name>; a user metadata
+        # entry of that name is text only. The last element to end is the root.
+        parser = ElementTree.XMLPullParser(("end",))
+        element = None
         with released(response):
             try:
                 for chunk in response.stream(_LIST_CHUNK, decode_content=False):
                     parser.feed(chunk)
-                    for event, element in parser.read_events():
-                        if event == "start":
-                            depth += 1
-                            continue
-                        depth -= 1
-                        if depth == 2 and element.tag == "Blob":  # EnumerationResults/Blobs/Blob
+                    for _event, element in parser.read_events():
+                        tag = element.tag
+                        if tag == "Blob" and element.find("Name") is not None:  # EnumerationResults/Blobs/Blob
                             yield listing_info(element)
                             element.clear()
-                        elif depth == 2 and element.tag == "BlobPrefix":
+                        elif tag == "BlobPrefix" and element.find("Name") is not None:
                             yield _name(element)
                             element.clear()
-                        elif depth == 1 and element.tag == "NextMarker":
-                            next_marker = element.text or ""
                 parser.close()
+                for _event, element in parser.read_events():  # whatever ended only at the close
+                    pass
             except ElementTree.ParseError as err:
                 raise TransientStorageError(f"{self.url}: unreadable List Blobs response ({err})") from None
             except HTTP_ERRORS as err:
                 raise TransientStorageError(f"{self.url}: listing interrupted ({type(err).__name__})") from err
-        return next_marker
+        if element is None or element.tag != "EnumerationResults":
+            raise TransientStorageError(f"{self.url}: unreadable List Blobs response (no EnumerationResults)")
+        return element.findtext("NextMarker") or ""
 
     def delete(self, key: str, *, if_version: str | None = None, missing_ok: bool = True) -> None:
         """Delete Blob, with ``If-Match`` when ``if_version`` is given."""

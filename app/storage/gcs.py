@@ -36,13 +36,14 @@ to tell the two apart).
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import heapq
 import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -117,39 +118,58 @@ def _error_message(body: bytes) -> str:
 
 
 def _b64_to_hex(value: str | None) -> str | None:
-    return base64.b64decode(value).hex() if value else None
+    return binascii.a2b_base64(value).hex() if value else None
 
 
 def _hex_to_b64(value: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode()
 
 
-def _updated(blob: storage.Blob) -> datetime | None:
-    """The blob's ``updated`` time; ``Blob.updated`` parses it with strptime, half of a listing's CPU."""
-    raw = blob._properties.get("updated")  # the resource's RFC 3339 text, as the SDK keeps it
+# RFC 3339 with more than microseconds (GCS keeps nanoseconds for some objects).
+_NANOS = re.compile(r"(\.\d{6})\d+")
+
+
+def _rfc3339(raw: str | None) -> datetime | None:
+    """An ``updated`` time; ``Blob.updated`` parses it with strptime, half of a listing's CPU."""
     if not raw:
         return None
     try:
         return datetime.fromisoformat(raw)
-    except ValueError:  # a form fromisoformat does not read (e.g. nanoseconds)
-        return blob.updated
+    except ValueError:  # more fractional digits than fromisoformat reads
+        return datetime.fromisoformat(_NANOS.sub(r"\1", raw))
+
+
+def resource_info(resource: Mapping[str, Any], key: str | None = None) -> ObjectInfo:
+    """Convert an object resource of the JSON API (a listing item, or a blob's properties) to ``ObjectInfo``.
+
+    A listing builds these straight from the response's items: going through
+    an SDK ``Blob`` for each (ACL helpers, property lookups) took a third of a
+    20,000-object no-op's client CPU.
+    """
+    # Real GCS gives composite objects no md5Hash at all; that maps to None.
+    generation = resource.get("generation")
+    return ObjectInfo(
+        key=resource.get("name", "") if key is None else key,
+        size=int(resource.get("size") or 0),
+        content_type=resource.get("contentType"),
+        md5=_b64_to_hex(resource.get("md5Hash")),
+        crc32c=_b64_to_hex(resource.get("crc32c")),
+        version=str(generation) if generation is not None else None,
+        updated=_rfc3339(resource.get("updated")),
+        metadata=dict(resource.get("metadata") or {}),
+        content_encoding=resource.get("contentEncoding"),
+        cache_control=resource.get("cacheControl"),
+    )
 
 
 def blob_info(blob: storage.Blob) -> ObjectInfo:
-    """Convert an SDK blob (from an upload, reload or listing) to ``ObjectInfo``."""
-    # Real GCS gives composite objects no md5Hash at all; that maps to None.
-    return ObjectInfo(
-        key=blob.name,
-        size=int(blob.size or 0),
-        content_type=blob.content_type,
-        md5=_b64_to_hex(blob.md5_hash),
-        crc32c=_b64_to_hex(blob.crc32c),
-        version=str(blob.generation) if blob.generation is not None else None,
-        updated=_updated(blob),
-        metadata=dict(blob.metadata or {}),
-        content_encoding=blob.content_encoding,
-        cache_control=blob.cache_control,
-    )
+    """Convert an SDK blob (from an upload or reload) to ``ObjectInfo``."""
+    return resource_info(blob._properties, blob.name)  # the resource as the service returned it
+
+
+def _listed_info(_iterator: Any, item: Mapping[str, Any]) -> ObjectInfo:
+    """The SDK page iterator's ``item_to_value`` for listings: no ``Blob`` in between."""
+    return resource_info(item)
 
 
 class GcsStore(ObjectStore):
@@ -550,6 +570,7 @@ class GcsStore(ObjectStore):
                 timeout=self._timeout,
                 retry=self._retry,
             )
+            blobs.item_to_value = _listed_info
             for page in blobs.pages:
                 self._bucket_ok = True
                 yield page
@@ -557,7 +578,7 @@ class GcsStore(ObjectStore):
 
     def _flat_pages(self, prefix: str) -> Iterator[list[ObjectInfo]]:
         for page in self._pages(prefix, delimited=False):
-            yield [blob_info(blob) for blob in page]
+            yield list(page)
 
     def _level_pages(self, prefix: str, named: set[str]) -> Iterator[list[ObjectInfo | str]]:
         """The level under ``prefix`` page by page: objects and folder names ('a/') merged in key order.
@@ -577,8 +598,7 @@ class GcsStore(ObjectStore):
                     named.add(folder)
                     heapq.heappush(waiting, folder)
             entries: list[ObjectInfo | str] = []
-            for blob in page:
-                info = blob_info(blob)
+            for info in page:
                 while waiting and waiting[0] < info.key:
                     entries.append(heapq.heappop(waiting))
                 entries.append(info)
@@ -599,8 +619,9 @@ class GcsStore(ObjectStore):
                 timeout=self._timeout,
                 retry=self._retry,
             )
+            blobs.item_to_value = _listed_info
             page = next(blobs.pages, None)
-            items = [blob_info(blob) for blob in page] if page is not None else []
+            items = list(page) if page is not None else []
         self._bucket_ok = True
         return Page(items, blobs.next_page_token or None)
 

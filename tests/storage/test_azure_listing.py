@@ -224,3 +224,29 @@ def test_list_page_size_outside_azures_range_is_a_config_error(azurite: Azurite)
 
     with pytest.raises(StorageConfigError, match="list_page_size"):
         store_for(azurite, "any", list_page_size=5001)
+
+
+@pytest.mark.parametrize("page_size", [1, 5000])
+def test_user_metadata_named_like_listing_elements_is_metadata_not_structure(azurite: Azurite, azure_container: str,
+                                                                            page_size: int) -> None:
+    # The listing is parsed from end events alone: a <Blob>, <BlobPrefix> or <NextMarker> inside
+    # <Metadata> must not be taken for a blob, a folder or the next page's marker.
+    tricky = {"Blob": "b", "BlobPrefix": "p/", "NextMarker": "zzz", "Name": "n", "EnumerationResults": "e"}
+    writer = store_for(azurite, azure_container)
+    keys = ["a/1", "a/2", "b", "c/d/3"]
+    for key in keys:
+        writer.put(key, key.encode(), metadata=tricky)
+
+    for fanout in (0, 4):
+        store = store_for(azurite, azure_container, list_page_size=page_size, list_fanout=fanout)
+        listed = list(store.list())
+        assert [info.key for info in listed] == keys
+        assert all(info.metadata == tricky for info in listed)
+        pages, token = [], None
+        while True:
+            page = store.list_page("", min(page_size, 2), token)
+            pages.append([info.key for info in page.items])
+            if page.token is None:
+                break
+            token = page.token
+        assert [key for page in pages for key in page] == keys

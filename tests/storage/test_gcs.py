@@ -111,6 +111,23 @@ def test_composite_without_md5_hash_maps_to_none(stub_gcs) -> None:
     assert info.updated is not None and info.updated.year == 2024
 
 
+def test_listing_reads_nanosecond_times_and_every_field_of_the_resource(stub_gcs) -> None:
+    resource = {
+        "name": "a/b c", "size": "5", "md5Hash": base64.b64encode(hashlib.md5(b"hello").digest()).decode(), "crc32c": crc32c_b64(b"hello"),
+        "generation": "17", "updated": "2024-05-01T12:00:00.123456789Z", "contentType": "text/plain",
+        "contentEncoding": "gzip", "cacheControl": "no-cache", "metadata": {"owner": "me"},
+    }
+    store = stub_gcs(lambda method, path: Reply.json(200, {"kind": "storage#objects", "items": [resource]}))
+
+    (info,) = list(store.list())
+
+    assert (info.key, info.size, info.version) == ("a/b c", 5, "17")
+    assert info.md5 == hashlib.md5(b"hello").hexdigest() and info.crc32c == crc32c_hex(b"hello")
+    assert info.updated is not None and info.updated.microsecond == 123456 and info.updated.tzinfo is not None
+    assert (info.content_type, info.content_encoding, info.cache_control) == ("text/plain", "gzip", "no-cache")
+    assert info.metadata == {"owner": "me"}
+
+
 @pytest.mark.parametrize(
     "size", [256 * KIB * 4, 256 * KIB * 4 + 5, 256 * KIB + 1], ids=["exact-pieces", "tail", "one-byte-over"]
 )
