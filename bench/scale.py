@@ -4,7 +4,9 @@
   default and ``--checksum``);
 * 1M objects ``file://``, dry run into an empty target;
 * 20k objects fake-gcs-server → Azurite: no-op rerun (rclone ``--checksum``
-  on the engine's up-to-date copy; medians of alternating runs).
+  on the engine's up-to-date copy; medians of alternating runs), and the
+  same on one folder of 1,000: the difference of the two is each tool's
+  listing time without its fixed start-up and exit.
 
 Objects are 1-4 KiB, 1,000 per folder. The local sets are written straight
 in ``LocalStore``'s layout (a file plus its JSON sidecar, as ``put`` leaves
@@ -230,15 +232,26 @@ class Scale:
         azurite.create_container(container)
         _, report = self.engine(f"gs://{bucket}", f"az://{container}")
         assert report["objects_copied"] == count and report["verified"], report
-        engine, rclone = [], []
+        # The same no-op on one folder: the baseline at another size that takes each tool's
+        # fixed cost (start-up, exit) out of the listing throughput.
+        folder = key_of(0).split("/")[0]
+        samples: dict[tuple[str, str], list[Any]] = {}
         for run in range(runs):
             for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
-                if side == "engine":
-                    sample, report = self.engine(f"gs://{bucket}", f"az://{container}")
-                    assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
-                    engine.append(sample)
-                else:
-                    rclone.append(self.rclone_run(f"gcs:{bucket}", f"az:{container}", "--checksum", config=config))
+                for path, objects in (("", count), (f"/{folder}", PER_FOLDER)):
+                    if side == "engine":
+                        sample, report = self.engine(f"gs://{bucket}{path}", f"az://{container}{path}")
+                        assert report["objects_copied"] == 0 and report["objects_skipped"] == objects, report
+                    else:
+                        sample = self.rclone_run(f"gcs:{bucket}{path}", f"az:{container}{path}", "--checksum",
+                                                 config=config)
+                    samples.setdefault((side, path), []).append(sample)
+        engine = samples[("engine", "")]
+        rclone = samples[("rclone", "")]
+        out["engine folder"] = self.record(f"engine no-op {PER_FOLDER} (one folder; median of {runs})", PER_FOLDER,
+                                           _median(samples[("engine", f"/{folder}")]))
+        out["rclone folder"] = self.record(f"rclone no-op --checksum {PER_FOLDER} (one folder; median of {runs})",
+                                           PER_FOLDER, _median(samples[("rclone", f"/{folder}")]))
         out["engine"] = self.record(f"engine no-op {count} gcs->azure (median of {runs})", count, _median(engine))
         if self.before is not None:
             bcontainer = f"scale-{uuid.uuid4().hex[:12]}"
@@ -272,7 +285,9 @@ def summarize(local: dict[str, Any] | None, n_local: int, dry: dict[str, Any] | 
     if dry:
         rows += [(f"dry run {name} ({n_dry})", s, n_dry) for name, s in dry.items()]
     if emu:
-        rows += [(f"emulator no-op {name} ({n_emu})", s, n_emu) for name, s in emu.items()]
+        for name, s in emu.items():
+            objects = PER_FOLDER if name.endswith("folder") else n_emu
+            rows.append((f"emulator no-op {name} ({objects})", s, objects))
     for name, sample, count in rows:
         us, rss = per_object(sample, count)
         print(f"  {name:<40} {us:9.1f} µs  {rss:8.0f} B RSS")
@@ -289,3 +304,10 @@ def summarize(local: dict[str, Any] | None, n_local: int, dry: dict[str, Any] | 
     if emu:
         print(f"  ratio emulator no-op time vs rclone --checksum: {emu['engine'].seconds / emu['rclone'].seconds:.2f}")
         print(f"  ratio emulator no-op RSS: {emu['engine'].maxrss_kib / emu['rclone'].maxrss_kib:.2f}")
+    if emu and n_emu > PER_FOLDER:
+        engine_rate = (emu["engine"].seconds - emu["engine folder"].seconds) / (n_emu - PER_FOLDER)
+        rclone_rate = (emu["rclone"].seconds - emu["rclone folder"].seconds) / (n_emu - PER_FOLDER)
+        print(f"  ratio emulator no-op listing time per object, fixed start-up out "
+              f"({n_emu} minus one folder of {PER_FOLDER}): {engine_rate / rclone_rate:.2f}")
+        print(f"  emulator no-op fixed cost (one folder): engine {emu['engine folder'].seconds:.2f} s, "
+              f"rclone {emu['rclone folder'].seconds:.2f} s")
