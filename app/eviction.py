@@ -82,6 +82,10 @@ def azure_eviction_scheduled(url: str, timeout: float = 2.0, instance_name: str 
     return None
 
 
+#: Seconds the one-time read of this VM's name from IMDS may take.
+NAME_TIMEOUT = 2.0
+
+
 class AzureEvictionCheck:
     """``azure_eviction_scheduled`` for this VM, whose name is read once from IMDS."""
 
@@ -92,8 +96,12 @@ class AzureEvictionCheck:
     def __call__(self, url: str, timeout: float = 2.0) -> Notice | None:
         """Poll Scheduled Events (learning this VM's name first, when it can)."""
         if self.instance_name is None:
+            # Read once, so it gets the whole metadata timeout rather than a fast poll's: an
+            # event seen while the name is unknown is drained for but never approved.
             try:
-                self.instance_name = _fetch(self._name_url, {"Metadata": "true"}, timeout).decode().strip() or None
+                self.instance_name = _fetch(
+                    self._name_url, {"Metadata": "true"}, max(timeout, NAME_TIMEOUT)
+                ).decode().strip() or None
             except (OSError, ValueError, UnicodeDecodeError) as exc:
                 log.debug("eviction watcher: instance name unknown yet: %s", exc)
         return azure_eviction_scheduled(url, timeout, self.instance_name)

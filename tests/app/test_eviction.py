@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,7 +21,7 @@ from .test_worker import wait_until
 class FakeMetadata:
     """Answers every GET with ``body`` if the request carries ``header``, else 403; records requests."""
 
-    def __init__(self, header: tuple[str, str], body: bytes, status: int = 200) -> None:
+    def __init__(self, header: tuple[str, str], body: bytes, status: int = 200, delay: float = 0.0) -> None:
         self.header = header
         self.body = body
         self.status = status
@@ -31,6 +32,7 @@ class FakeMetadata:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.requests.append(dict(self.headers))
+                time.sleep(delay)
                 if self.headers.get(fake.header[0]) != fake.header[1]:
                     self._answer(403, b"missing metadata header")
                 else:
@@ -66,8 +68,8 @@ def metadata_server() -> Iterator[Callable[..., FakeMetadata]]:
     """Start fake metadata servers; all are shut down after the test."""
     servers: list[FakeMetadata] = []
 
-    def start(header: tuple[str, str], body: bytes, status: int = 200) -> FakeMetadata:
-        server = FakeMetadata(header, body, status)
+    def start(header: tuple[str, str], body: bytes, status: int = 200, delay: float = 0.0) -> FakeMetadata:
+        server = FakeMetadata(header, body, status, delay)
         servers.append(server)
         return server
 
@@ -213,6 +215,22 @@ def test_metadata_errors_do_not_trigger_a_drain(
 
 def test_no_watcher_when_eviction_watch_is_off(settings: Settings) -> None:
     assert build_watcher(settings, lambda reason: None) is None
+
+
+def test_a_name_slower_than_the_poll_is_still_read_and_the_event_approved(
+    make_settings: Callable[..., Settings], metadata_server: Callable[..., FakeMetadata]
+) -> None:
+    # Polls every 20 ms; IMDS takes 200 ms to give the name (a busy host). The name read must
+    # not time out with the poll, or the event is drained for and never approved.
+    server = metadata_server(AZURE_HEADER, azure_events("Preempt"))
+    name = metadata_server(AZURE_HEADER, INSTANCE.encode(), delay=0.2)
+    settings = make_settings(EVICTION_WATCH="azure", AZURE_SCHEDULED_EVENTS_URL=server.url,
+                             AZURE_INSTANCE_NAME_URL=name.url, EVICTION_POLL_SECONDS=0.02)
+
+    code = run_worker(settings)
+
+    assert code == 0
+    assert [json.loads(body) for _, body in server.posts] == [{"StartRequests": [{"EventId": "evt-0"}]}]
 
 
 def test_a_drained_worker_approves_the_terminate_event_so_azure_need_not_wait(
