@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Scheduled Events that take this VM away: drain on either.
 AZURE_EVICTION_EVENTS = ("Preempt", "Terminate")
+#: Seconds one metadata request may take.
+METADATA_TIMEOUT = 2.0
 
 # Metadata endpoints are link-local: an HTTP(S)_PROXY from the environment
 # must never see these requests.
@@ -49,7 +51,7 @@ def _fetch(url: str, headers: dict[str, str], timeout: float, data: bytes | None
         return response.read(1024 * 1024)
 
 
-def gcp_preempted(url: str, timeout: float = 2.0) -> Notice | None:
+def gcp_preempted(url: str, timeout: float = METADATA_TIMEOUT) -> Notice | None:
     """A notice if GCE metadata says this VM is preempted, else None."""
     body = _fetch(url, {"Metadata-Flavor": "Google"}, timeout)
     if body.decode("ascii", "replace").strip().upper() == "TRUE":
@@ -57,7 +59,7 @@ def gcp_preempted(url: str, timeout: float = 2.0) -> Notice | None:
     return None
 
 
-def azure_eviction_scheduled(url: str, timeout: float = 2.0, instance_name: str | None = None) -> Notice | None:
+def azure_eviction_scheduled(url: str, timeout: float = METADATA_TIMEOUT, instance_name: str | None = None) -> Notice | None:
     """A notice if Azure Scheduled Events lists a Preempt or Terminate event for this VM, else None.
 
     With ``instance_name`` unknown, any such event counts (draining for a
@@ -82,10 +84,6 @@ def azure_eviction_scheduled(url: str, timeout: float = 2.0, instance_name: str 
     return None
 
 
-#: Seconds the one-time read of this VM's name from IMDS may take.
-NAME_TIMEOUT = 2.0
-
-
 class AzureEvictionCheck:
     """``azure_eviction_scheduled`` for this VM, whose name is read once from IMDS."""
 
@@ -93,21 +91,17 @@ class AzureEvictionCheck:
         self._name_url = name_url
         self.instance_name: str | None = None
 
-    def __call__(self, url: str, timeout: float = 2.0) -> Notice | None:
+    def __call__(self, url: str, timeout: float = METADATA_TIMEOUT) -> Notice | None:
         """Poll Scheduled Events (learning this VM's name first, when it can)."""
         if self.instance_name is None:
-            # Read once, so it gets the whole metadata timeout rather than a fast poll's: an
-            # event seen while the name is unknown is drained for but never approved.
             try:
-                self.instance_name = _fetch(
-                    self._name_url, {"Metadata": "true"}, max(timeout, NAME_TIMEOUT)
-                ).decode().strip() or None
+                self.instance_name = _fetch(self._name_url, {"Metadata": "true"}, timeout).decode().strip() or None
             except (OSError, ValueError, UnicodeDecodeError) as exc:
                 log.debug("eviction watcher: instance name unknown yet: %s", exc)
         return azure_eviction_scheduled(url, timeout, self.instance_name)
 
 
-def approve_azure_event(url: str, event_id: str, timeout: float = 2.0) -> None:
+def approve_azure_event(url: str, event_id: str, timeout: float = METADATA_TIMEOUT) -> None:
     """Approve (start) a Scheduled Event: this VM is done and may go now."""
     body = json.dumps({"StartRequests": [{"EventId": event_id}]}).encode()
     _fetch(url, {"Metadata": "true", "Content-Type": "application/json"}, timeout, data=body)
@@ -138,7 +132,9 @@ class EvictionWatcher(threading.Thread):
         failures = 0
         while not self._stopped.is_set():
             try:
-                notice = self._check(self._url, min(2.0, self._interval))
+                # The whole metadata timeout, however fast the polls: a read of the VM's name
+                # cut short by a 20 ms poll left an event drained for but never approved.
+                notice = self._check(self._url, METADATA_TIMEOUT)
                 failures = 0
             except Exception as exc:  # a bad answer must never end the watch
                 failures += 1

@@ -183,6 +183,8 @@ def _split_crc(metadata: Mapping[str, str]) -> tuple[dict[str, str], str | None]
     return user, crc32c
 
 
+#: The elements of a List Blobs response that ``_page`` yields: a blob, a folder.
+_LISTED = frozenset(("Blob", "BlobPrefix"))
 #: An HTTP date (Last-Modified) as a datetime; objects copied in bulk share a few hundred seconds.
 _http_date = functools.lru_cache(maxsize=4096)(parsedate_to_datetime)
 
@@ -796,12 +798,8 @@ class AzureBlobStore(ObjectStore):
                 for chunk in response.stream(_LIST_CHUNK, decode_content=False):
                     parser.feed(chunk)
                     for _event, element in parser.read_events():
-                        tag = element.tag
-                        if tag == "Blob" and element.find("Name") is not None:  # EnumerationResults/Blobs/Blob
-                            yield listing_info(element)
-                            element.clear()
-                        elif tag == "BlobPrefix" and element.find("Name") is not None:
-                            yield _name(element)
+                        if element.tag in _LISTED and element.find("Name") is not None:  # EnumerationResults/Blobs/*
+                            yield listing_info(element) if element.tag == "Blob" else _name(element)
                             element.clear()
                 parser.close()
                 for _event, element in parser.read_events():  # whatever ended only at the close

@@ -558,20 +558,26 @@ class GcsStore(ObjectStore):
         return by_folders(self._level_pages(prefix, named), lambda first: len(named), self._flat_pages, prefix,
                           ahead=LIST_FANOUT, max_folders=FANOUT_MAX_FOLDERS, name="spotshift-gcs-folder")
 
+    def _listing(self, prefix: str, *, delimited: bool = False, page_size: int = LIST_PAGE_SIZE,
+                 page_token: str | None = None) -> Any:
+        """The SDK's page iterator for a listing, its items ``ObjectInfo`` (no SDK ``Blob`` in between)."""
+        blobs = self._client.list_blobs(
+            self._bucket,
+            prefix=prefix or None,
+            delimiter="/" if delimited else None,
+            page_size=page_size,
+            page_token=page_token,
+            fields=_LIST_FIELDS_DELIMITED if delimited else _LIST_FIELDS,
+            timeout=self._timeout,
+            retry=self._retry,
+        )
+        blobs.item_to_value = _listed_info
+        return blobs
+
     def _pages(self, prefix: str, delimited: bool) -> Iterator[Any]:
-        """The listing's pages as the SDK gives them (``page.prefixes``: the folders a delimited page names)."""
+        """The listing's pages of ``ObjectInfo`` (``page.prefixes``: the folders a delimited page names)."""
         with self._errors(bucket_call=True):
-            blobs = self._client.list_blobs(
-                self._bucket,
-                prefix=prefix or None,
-                delimiter="/" if delimited else None,
-                page_size=LIST_PAGE_SIZE,
-                fields=_LIST_FIELDS_DELIMITED if delimited else _LIST_FIELDS,
-                timeout=self._timeout,
-                retry=self._retry,
-            )
-            blobs.item_to_value = _listed_info
-            for page in blobs.pages:
+            for page in self._listing(prefix, delimited=delimited).pages:
                 self._bucket_ok = True
                 yield page
         self._bucket_ok = True
@@ -610,16 +616,7 @@ class GcsStore(ObjectStore):
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit must be between 1 and 1000, got {limit}")
         with self._errors(bucket_call=True):
-            blobs = self._client.list_blobs(
-                self._bucket,
-                prefix=prefix or None,
-                page_size=limit,
-                page_token=token,
-                fields=_LIST_FIELDS,
-                timeout=self._timeout,
-                retry=self._retry,
-            )
-            blobs.item_to_value = _listed_info
+            blobs = self._listing(prefix, page_size=limit, page_token=token)
             page = next(blobs.pages, None)
             items = list(page) if page is not None else []
         self._bucket_ok = True
