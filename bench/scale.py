@@ -162,7 +162,10 @@ class Scale:
 
         The source is read once before the runs, so the first copy of neither
         tool pays for a cold page cache (reading 100k files back from disk
-        took the first of two engine runs 30 s against 16 s).
+        took the first of two engine runs 30 s against 16 s). Each run's
+        writes are flushed (``os.sync()``, outside the timing) before the next
+        starts: the engine ends its copy with a sync of its own, which would
+        otherwise also write back whatever rclone's run before it left dirty.
         """
         src = seed_local(self.work / f"src-{count}", count)
         warm(src)
@@ -181,6 +184,7 @@ class Scale:
                     rdst = self.work / f"rclone-{uuid.uuid4().hex[:8]}"
                     rclone.append(self.rclone_run(str(src), str(rdst), "--transfers", "32"))
                     rtargets.append(rdst)
+                os.sync()
         self.leftovers += targets + rtargets
         out["engine copy"] = self.record(f"engine first copy {count} file:// (median of {runs}; planner RSS)",
                                          count, _median(engine))

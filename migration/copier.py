@@ -11,8 +11,9 @@ way): the engine only calls the interface's ``list``, ``stream``, ``put``,
   Content is compared by MD5, by CRC32C where the source has no MD5 (GCS
   composite objects), and by the source version where it has neither.
 * **Provenance**: every blob written carries, in its user metadata, the
-  source location and version and the source's checksums
-  (``PROVENANCE_KEYS``). The next run decides "unchanged" from the two
+  source location and version and the source's checksums, in one entry
+  (``PROVENANCE_METADATA_KEY``; ``provenance_of`` reads it, and the
+  one-entry-per-field form earlier versions wrote). The next run decides "unchanged" from the two
   listings alone, without reading bytes. A target blob without provenance
   (written by something else) is never trusted.
 * **Copy** (``migration.transfer``): the planner hands each copy to a
@@ -53,11 +54,8 @@ from .processes import ProcessPool, local_pair, process_count
 from .report import Problem, SyncReport, VerifyReport
 from .rules import (
     DEFAULT_RETRY,
-    PROVENANCE_CRC32C,
-    PROVENANCE_KEYS,
-    PROVENANCE_MD5,
-    PROVENANCE_SOURCE,
-    PROVENANCE_VERSION,
+    LEGACY_PROVENANCE_KEYS,
+    PROVENANCE_METADATA_KEY,
     RESERVED_METADATA_PREFIX,
     DeleteLimitExceeded,
     KeyFilter,
@@ -68,7 +66,9 @@ from .rules import (
     content_id,
     location_url,
     normalize_prefix,
+    Provenance,
     provenance_for,
+    provenance_of,
     user_metadata,
 )
 from .transfer import (
@@ -88,10 +88,10 @@ from .verification import Verifier, verify_pairs
 
 __all__ = [
     "DEFAULT_MAX_DELETE", "DEFAULT_MAX_INFLIGHT_BYTES", "DEFAULT_RETRY", "DEFAULT_WORKERS", "LARGE_OBJECT_COST",
-    "PROVENANCE_CRC32C", "PROVENANCE_KEYS", "PROVENANCE_MD5", "PROVENANCE_SOURCE", "PROVENANCE_VERSION",
-    "RESERVED_METADATA_PREFIX", "STREAM_CHUNK", "CopyItem", "DeleteLimitExceeded", "EarlyListing", "KeyFilter",
-    "Plan", "Progress", "RetryPolicy", "Shard", "UsageError", "compare", "content_id", "location_url",
-    "manifest_digest", "normalize_prefix", "plan", "provenance_for", "sync", "user_metadata", "verify",
+    "LEGACY_PROVENANCE_KEYS", "PROVENANCE_METADATA_KEY", "RESERVED_METADATA_PREFIX", "STREAM_CHUNK", "CopyItem",
+    "DeleteLimitExceeded", "EarlyListing", "KeyFilter", "Plan", "Progress", "Provenance", "RetryPolicy", "Shard",
+    "UsageError", "compare", "content_id", "location_url", "manifest_digest", "normalize_prefix", "plan",
+    "provenance_for", "provenance_of", "sync", "user_metadata", "verify",
 ]
 
 #: ``delete=True`` refuses to delete more target objects than this unless raised.

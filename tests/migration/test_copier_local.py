@@ -10,7 +10,7 @@ import pytest
 
 from app.storage import LocalStore, ObjectInfo, StorageConfigError, StorageError, TransientStorageError
 from migration import copier
-from migration.copier import PROVENANCE_MD5, PROVENANCE_SOURCE, RetryPolicy, manifest_digest, sync
+from migration.copier import RetryPolicy, manifest_digest, provenance_of, sync
 
 from .conftest import WrappedStore, contents, seed
 
@@ -104,7 +104,8 @@ def test_source_without_md5_is_compared_by_crc32c(local_pair):
     second = sync(composite, target)
 
     assert first.objects_copied == 2
-    assert PROVENANCE_MD5 not in target.head("composite").metadata
+    prov = provenance_of(target.head("composite"))
+    assert prov.md5 == "" and prov.crc32c == source.head("composite").crc32c
     assert second.objects_copied == 1 and second.reasons == {"content differs": 1}
     assert target.get("composite") == b"b" * 500
     assert manifest_digest(composite) == manifest_digest(target)
@@ -141,7 +142,7 @@ def test_target_without_provenance_is_not_trusted_even_with_equal_bytes(local_pa
 
     assert report.objects_copied == 1
     assert report.reasons == {"target has no spotshift provenance": 1}
-    assert PROVENANCE_MD5 in target.head("a").metadata
+    assert provenance_of(target.head("a")).md5 == source.head("a").md5
 
 
 def test_spotshift_metadata_of_the_source_is_not_carried_over(local_pair):
@@ -151,7 +152,8 @@ def test_spotshift_metadata_of_the_source_is_not_carried_over(local_pair):
     sync(source, target)
 
     meta = target.head("a").metadata
-    assert meta["origin"] == "o" and meta[PROVENANCE_SOURCE] == f"{source.url}/a"
+    assert meta["origin"] == "o" and "spotshift_source" not in meta
+    assert provenance_of(target.head("a")).source == f"{source.url}/a"
 
 
 def test_many_objects_with_many_workers_all_land(local_pair):
@@ -276,3 +278,29 @@ def test_a_failed_delete_is_counted_and_fails_the_run(local_pair):
     assert report.objects_delete_failed == 1 and report.to_dict()["objects_delete_failed"] == 1
     assert [p.key for p in report.failures] == ["stale"] and "delete failed" in report.failures[0].reason
     assert not report.ok
+
+
+def test_provenance_round_trips_awkward_versions_and_keys(local_pair):
+    source, _ = local_pair
+    info = ObjectInfo(key="a&b=c/caf\u00e9 50%.txt", size=1, md5="ABCDEF", crc32c="0A0B0C0D",
+                      version='"0x8DB&v=2"')
+
+    written = ObjectInfo(key="copy", size=1, metadata=copier.provenance_for(source, info))
+    (name, value), = written.metadata.items()
+    prov = provenance_of(written)
+
+    assert name == "spotshift_provenance" and value.isascii() and value.isprintable()
+    assert prov.version == '"0x8db&v=2"' and prov.md5 == "abcdef" and prov.crc32c == "0a0b0c0d"
+    assert prov.source == f"{source.url}/a%26b%3Dc/caf%C3%A9%2050%25.txt"
+
+
+def test_provenance_is_read_in_either_form_whatever_the_case_of_its_names():
+    packed = ObjectInfo(key="k", size=1, metadata={"Spotshift_Provenance": "md5=AA&source=gs://b/k"})
+    legacy = ObjectInfo(key="k", size=1, metadata={"SPOTSHIFT_SOURCE": "gs://b/a&b=c", "spotshift_source_md5": "AA",
+                                                   "spotshift_source_version": "7"})
+    no_checksum = ObjectInfo(key="k", size=1, metadata={"spotshift_provenance": "source=gs://b/k"})
+
+    assert provenance_of(packed) == copier.Provenance("gs://b/k", "", "aa", "")
+    assert provenance_of(legacy) == copier.Provenance("gs://b/a%26b%3Dc", "7", "aa", "")
+    assert provenance_of(no_checksum) is None
+    assert provenance_of(ObjectInfo(key="k", size=1, metadata={"origin": "o"})) is None

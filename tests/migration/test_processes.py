@@ -13,7 +13,7 @@ import pytest
 
 from app.storage import LocalStore, StorageConfigError
 from migration import processes
-from migration.copier import PROVENANCE_MD5, RetryPolicy, sync, verify
+from migration.copier import RetryPolicy, provenance_of, sync, verify
 
 from .conftest import REPO_ROOT, contents, seed
 
@@ -53,7 +53,7 @@ def test_a_local_copy_of_many_objects_runs_in_worker_processes_and_lands_whole(p
     assert contents(target) == objects
     copied = target.head("d1/obj-001")
     assert copied.content_type == "image/png" and copied.metadata["origin"] == "test"
-    assert copied.metadata[PROVENANCE_MD5] == source.head("d1/obj-001").md5
+    assert provenance_of(copied).md5 == source.head("d1/obj-001").md5
     again = sync(source, target, workers=2)
     assert again.objects_copied == 0 and again.objects_skipped == 60
     assert verify(source, target, deep=True).verified
