@@ -191,6 +191,8 @@ def provenance_of(info: ObjectInfo) -> Provenance | None:
     cannot be checked against its source, so it is not trusted.
     """
     metadata = info.metadata
+    if not metadata:
+        return None
     packed = metadata.get(PROVENANCE_METADATA_KEY)
     if packed is None:
         lowered = {name.lower(): value or "" for name, value in metadata.items()}
