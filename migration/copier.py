@@ -10,10 +10,10 @@ way): the engine only calls the interface's ``list``, ``stream``, ``put``,
   cache control or user metadata differ (``migration.rules.compare``).
   Content is compared by MD5, by CRC32C where the source has no MD5 (GCS
   composite objects), and by the source version where it has neither.
-* **Provenance**: every blob written carries, in its user metadata, the
-  source location and version and the source's checksums, in one entry
-  (``PROVENANCE_METADATA_KEY``; ``provenance_of`` reads it, and the
-  one-entry-per-field form earlier versions wrote). The next run decides "unchanged" from the two
+* **Provenance**: every blob written carries, in one user-metadata entry
+  (``PROVENANCE_METADATA_KEY``), the source location and version and the
+  source's checksums; ``provenance_of`` reads it, and the one-entry-per-field
+  form earlier versions wrote. The next run decides "unchanged" from the two
   listings alone, without reading bytes. A target blob without provenance
   (written by something else) is never trusted.
 * **Copy** (``migration.transfer``): the planner hands each copy to a
@@ -59,6 +59,7 @@ from .rules import (
     RESERVED_METADATA_PREFIX,
     DeleteLimitExceeded,
     KeyFilter,
+    Provenance,
     RetryPolicy,
     Shard,
     UsageError,
@@ -66,7 +67,6 @@ from .rules import (
     content_id,
     location_url,
     normalize_prefix,
-    Provenance,
     provenance_for,
     provenance_of,
     user_metadata,

@@ -36,10 +36,9 @@ LEGACY_PROVENANCE_KEYS = {
 RESERVED_METADATA_PREFIX = "spotshift_"
 
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
-# Characters left as they are in the provenance URL; everything else is
-# percent-encoded so the value is printable ASCII (Azure metadata travels as HTTP headers).
-_URL_SAFE = "/:@!$&'()*+,;=-._~"
-# The same within the packed provenance value, whose fields '&' and '=' separate.
+# Characters left as they are in a provenance field; everything else is percent-encoded
+# so the value is printable ASCII (Azure metadata travels as HTTP headers) and holds
+# no '&' or '=', which separate the fields.
 _FIELD_SAFE = "/:@!$'()*+,;-._~"
 
 
@@ -195,25 +194,25 @@ def provenance_of(info: ObjectInfo) -> Provenance | None:
         return None
     packed = metadata.get(PROVENANCE_METADATA_KEY)
     if packed is None:
-        lowered = {name.lower(): value or "" for name, value in metadata.items()}
-        packed = lowered.get(PROVENANCE_METADATA_KEY)
+        # Metadata names are case-insensitive on Azure; only spotshift's own entries matter here.
+        ours = {name.lower(): value or "" for name, value in metadata.items()
+                if name[:len(RESERVED_METADATA_PREFIX)].lower() == RESERVED_METADATA_PREFIX}
+        packed = ours.get(PROVENANCE_METADATA_KEY)
         if packed is None:
-            fields = {field: lowered[name] for name, field in LEGACY_PROVENANCE_KEYS.items() if lowered.get(name)}
+            legacy = {field: ours.get(name, "") for name, field in LEGACY_PROVENANCE_KEYS.items()}
             # The legacy source URL was encoded with '&' and '=' left as they are.
-            fields["source"] = quote(unquote(fields.get("source", "")), safe=_FIELD_SAFE)
-            return _provenance(fields)
-    fields = {}
-    for part in packed.split("&"):
-        name, _, value = part.partition("=")
-        fields[name] = unquote(value) if name == "version" else value
-    return _provenance(fields)
+            return _provenance(quote(unquote(legacy["source"]), safe=_FIELD_SAFE), legacy["version"],
+                               legacy["md5"], legacy["crc32c"])
+    fields = dict(part.partition("=")[::2] for part in packed.split("&"))
+    return _provenance(fields.get("source", ""), unquote(fields.get("version", "")), fields.get("md5", ""),
+                       fields.get("crc32c", ""))
 
 
-def _provenance(fields: dict[str, str]) -> Provenance | None:
-    version, md5, crc32c = (fields.get(name, "").lower() for name in ("version", "md5", "crc32c"))
+def _provenance(source: str, version: str, md5: str, crc32c: str) -> Provenance | None:
+    """The fields lowercased (but the URL), or None when there is no checksum and no version to check against."""
     if not (version or md5 or crc32c):
         return None
-    return Provenance(fields.get("source", ""), version, md5, crc32c)
+    return Provenance(source, version.lower(), md5.lower(), crc32c.lower())
 
 
 def user_metadata(info: ObjectInfo) -> dict[str, str]:
