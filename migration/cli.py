@@ -59,6 +59,7 @@ def _workers_option(help: str = "Parallel transfers.") -> Any:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
+    sys.stdout.flush()  # a dry run's plan lines so far come before the error, also when both go to one file
     typer.echo(f"spotshift: {message}", err=True)
     return typer.Exit(code)
 
@@ -237,8 +238,23 @@ def _print_summary(report: Any, as_json: bool) -> None:
 
 
 def _print_planned(action: str, key: str, reason: str) -> None:
-    """One line of a dry run's plan, printed as the planner decides it."""
-    typer.echo(f"copy    {key}  ({reason})" if action == "copy" else f"delete  {key}")
+    """One line of a dry run's plan, printed as the planner decides it.
+
+    Written to ``sys.stdout`` as it is buffered (line by line on a terminal), not
+    through ``typer.echo``: echo looks up its stream, checks for a terminal and
+    flushes on every call, which was 65% of a 1M-object dry run's planner thread.
+    A key that is not printable (a newline, a terminal escape, which a local
+    file name or an Azure blob name can hold) is shown escaped, one plan line per key.
+    """
+    shown = key if key.isprintable() else ascii(key)[1:-1]
+    try:
+        sys.stdout.write(_plan_line(action, shown, reason))
+    except UnicodeEncodeError:  # a stream whose encoding cannot hold the key (e.g. LANG=C): escaped as well
+        sys.stdout.write(_plan_line(action, ascii(key)[1:-1], reason))
+
+
+def _plan_line(action: str, shown: str, reason: str) -> str:
+    return f"copy    {shown}  ({reason})\n" if action == "copy" else f"delete  {shown}\n"
 
 
 def _show_progress(as_json: bool, no_progress: bool) -> bool:

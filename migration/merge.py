@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from app.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, ReadAhead, TransientStorageError
+from app.storage.local import LocalStore
 
+from .processes import MAX_PROCESSES, process_count
 from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefix
+from .scanning import scanned_listing
 
 #: Infos a listing thread reads ahead of the planner, in batches: two pages of Azure's (5,000), so the
 #: next page's request is under way while the planner works through the last one.
@@ -85,7 +88,16 @@ class EarlyListing:
 
 def _listed(store: ObjectStore, prefix: str) -> Iterator[ObjectInfo]:
     # A generator, so ``store.list`` is first called in the reading thread, not by the caller.
-    yield from store.list(prefix)
+    yield from _list(store, prefix)
+
+
+def _list(store: ObjectStore, prefix: str) -> Iterator[ObjectInfo]:
+    """``store.list(prefix)``; a local directory's with its folders scanned in worker processes (``scanning``)."""
+    if isinstance(store, LocalStore):
+        processes = process_count(MAX_PROCESSES)
+        if processes > 1:
+            return scanned_listing(store, prefix, processes)
+    return store.list(prefix)
 
 
 def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
@@ -103,7 +115,7 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
     last: str | None = None
     attempt = 0
     while True:
-        infos = stream if stream is not None else store.list(prefix)
+        infos = stream if stream is not None else _list(store, prefix)
         stream = None
         resuming = last is not None
         try:

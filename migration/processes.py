@@ -91,12 +91,19 @@ _WORKER: _Worker | None = None
 def _start(planner: int, source_root: str, target_root: str, durable: bool, retry: RetryPolicy) -> None:
     """Worker process start-up: open both stores (the planner decides when to stop, not Ctrl-C)."""
     global _WORKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The planner's pid comes from the planner: one killed while this process was still
-    # starting up is no longer its parent by now.
-    threading.Thread(target=_watch_parent, args=(planner,), name="spotshift-parent", daemon=True).start()
+    serve(planner)
     _WORKER = _Worker(LocalStore(source_root, create=False), LocalStore(target_root, create=False, durable=durable),
                       retry)
+
+
+def serve(planner: int) -> None:
+    """Start-up of any worker process of ``planner``: Ctrl-C is the planner's to handle; exit once it is gone.
+
+    The planner's pid comes from the planner: one killed while this process was
+    still starting up is no longer its parent by now.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(planner,), name="spotshift-parent", daemon=True).start()
 
 
 def _watch_parent(parent: int) -> None:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from .base import (
     CHUNK_SIZE,
@@ -460,6 +461,34 @@ class LocalStore(ObjectStore):
         with self._os_errors():
             yield from self._walk_prefix(prefix, None)
 
+    def list_scanned(self, prefix: str, scanner: "FolderScanner") -> Iterator[ObjectInfo]:
+        """``list(prefix)``, with each folder scanned by ``scanner`` (which may scan ahead, elsewhere).
+
+        The walk asks ``scanner.scan`` for each folder in key order and tells
+        ``scanner.ahead`` the sub-folders of each one it scanned, in the order it
+        will ask for them. The infos are those ``list`` gives.
+        """
+        self._require_root()
+        folder, _, start = prefix.rpartition("/")
+        with self._os_errors():
+            yield from self._walk_scanned(f"{self.root}/{folder}" if folder else str(self.root),
+                                          f"{folder}/" if folder else "", start, scanner)
+
+    def _walk_scanned(self, directory: str, key_prefix: str, start: str,
+                      scanner: "FolderScanner") -> Iterator[ObjectInfo]:
+        entries = scanner.scan(directory, start, not key_prefix)
+        folders = [f"{directory}/{name[:-1]}" for name, _, _, _ in entries if name[-1] == "/"]
+        if folders:
+            scanner.ahead(folders)
+        new, init = _ListedInfo.__new__, _ListedInfo.init
+        for name, size, ino, mtime_ns in entries:
+            if name[-1] == "/":
+                yield from self._walk_scanned(f"{directory}/{name[:-1]}", key_prefix + name, "", scanner)
+                continue
+            info = new(_ListedInfo)
+            init(info, self, key_prefix + name, size, ino, mtime_ns)
+            yield info
+
     def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
         """Up to ``limit`` objects under ``prefix`` after the key ``token``; folders wholly before it are not read."""
         if limit < 1:
@@ -480,26 +509,7 @@ class LocalStore(ObjectStore):
 
     def _walk(self, directory: str, key_prefix: str, start: str, after: str | None) -> Iterator[ObjectInfo]:
         """Keys under ``directory`` whose name starts with ``start``, in key order, skipping keys up to ``after``."""
-        try:
-            with os.scandir(directory) as it:
-                entries = [e for e in it if e.name.startswith(start)] if start else list(it)
-        except (FileNotFoundError, NotADirectoryError):
-            return  # nothing under this prefix (or it was removed meanwhile)
-        # Key order, not name order: a directory "a" sorts as "a/", so "a-b" and
-        # "a.b" (0x2d, 0x2e) come before "a/x" (0x2f) and "a0" after it.
-        sortable = []
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                continue
-            if is_dir:
-                if not key_prefix and entry.name == _INTERNAL:
-                    continue
-                sortable.append((entry.name + "/", entry))
-            else:
-                sortable.append((entry.name, entry))
-        sortable.sort(key=lambda pair: pair[0])
+        sortable = _folder_entries(directory, start, not key_prefix)
         for name, entry in sortable:
             key = key_prefix + name
             if after is not None:
@@ -629,6 +639,68 @@ class LocalStore(ObjectStore):
         for directory in (self.root, self._meta, self._tmp, self._locks):
             if directory.exists() and not os.access(directory, os.W_OK):
                 raise StorageConfigError(f"local store directory {directory} is not writable")
+
+
+#: One entry of ``scan_folder``: (name, size, inode, mtime in ns); a folder's name ends in "/" (and the rest is 0).
+ScannedEntry = tuple[str, int, int, int]
+
+
+def _folder_entries(directory: str, start: str, top: bool) -> "list[tuple[str, os.DirEntry[str]]]":
+    """The entries of ``directory`` whose name starts with ``start``, in key order; a folder's name ends in "/".
+
+    Key order, not name order: a directory "a" sorts as "a/", so "a-b" and
+    "a.b" (0x2d, 0x2e) come before "a/x" (0x2f) and "a0" after it. ``top``:
+    ``directory`` is the store's root, whose ``.spotshift/`` is not listed.
+    A directory that is gone (removed meanwhile) has no entries.
+    """
+    try:
+        with os.scandir(directory) as it:
+            entries = [e for e in it if e.name.startswith(start)] if start else list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    sortable = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if is_dir:
+            if top and entry.name == _INTERNAL:
+                continue
+            sortable.append((entry.name + "/", entry))
+        else:
+            sortable.append((entry.name, entry))
+    sortable.sort(key=lambda pair: pair[0])
+    return sortable
+
+
+def scan_folder(directory: str, start: str = "", top: bool = False) -> list[ScannedEntry]:
+    """One folder of a listing, stat-ed: its folders and regular files, in key order (see ``_folder_entries``).
+
+    Plain tuples, so another process can scan a folder for ``LocalStore.list_scanned``.
+    """
+    scanned: list[ScannedEntry] = []
+    for name, entry in _folder_entries(directory, start, top):
+        if name[-1] == "/":
+            scanned.append((name, 0, 0, 0))
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted between the scan and the stat
+        if stat.S_ISREG(st.st_mode):
+            scanned.append((name, st.st_size, st.st_ino, st.st_mtime_ns))
+    return scanned
+
+
+class FolderScanner(Protocol):
+    """Scans folders for ``LocalStore.list_scanned``."""
+
+    def scan(self, directory: str, start: str, top: bool) -> list[ScannedEntry]:
+        """``scan_folder(directory, start, top)``, or what it gave when scanned ahead."""
+
+    def ahead(self, directories: list[str]) -> None:
+        """These folders, in this order, are the next the walk will ask for (before any it was told of earlier)."""
 
 
 class _ListedInfo(ObjectInfo):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from app.storage import LocalStore
 from app.storage.emulators import AZURITE_KEY
 
 from .conftest import AWKWARD, REPO_ROOT, SPOTSHIFT, contents, seed
@@ -98,6 +99,21 @@ def test_dry_run_prints_the_plan_and_writes_nothing(spotshift, gcs_store, gcs_bu
     assert "copy    new.txt  (missing on target)" in result.stdout
     assert "delete  old.txt" in result.stdout
     assert [i.key for i in azure_store.list()] == ["old.txt"]
+
+
+def test_a_dry_run_shows_a_key_with_a_newline_or_a_terminal_escape_escaped_on_its_own_line(spotshift, tmp_path):
+    source = LocalStore(tmp_path / "source")
+    for key in ["line\nbreak", "red\x1b[31m", "plain/\u00e9"]:
+        source.put(key, b"x")
+    target = LocalStore(tmp_path / "target")
+
+    result = spotshift("migrate", f"file://{source.root}", f"file://{target.root}", "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    plan = [line for line in result.stdout.splitlines() if line.startswith("copy ")]
+    assert plan == ["copy    line\\nbreak  (missing on target)", "copy    plain/\u00e9  (missing on target)",
+                    "copy    red\\x1b[31m  (missing on target)"]
+    assert "\x1b" not in result.stdout
 
 
 def test_delete_over_max_delete_exits_2_and_leaves_everything(spotshift, gcs_store, gcs_bucket, azure_store,
