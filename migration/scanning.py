@@ -10,6 +10,8 @@ need them, and the walk only turns their tuples into infos.
 
 The scanner starts no process until the walk has met ``POOL_FOLDERS``
 folders: a small tree is scanned in the walk's own thread, as ``list`` does.
+Folders go out in batches of about ``BATCH_ENTRIES`` entries (by
+the folders scanned so far), so tiny folders do not each pay a hand-over.
 What is scanned ahead is bounded (``AHEAD_FOLDERS`` folders, ``AHEAD_ENTRIES``
 entries), so memory does not grow with the tree. A worker pool that breaks
 (a worker killed) leaves the rest of the walk to the walk's own thread.
@@ -31,12 +33,25 @@ from .processes import serve
 
 #: Folders the walk must have met before worker processes start (each costs ~0.1 s to spawn).
 POOL_FOLDERS = 16
-#: Folder scans running at once, per worker process: one queued behind each running one.
+#: Batches of folder scans running at once, per worker process: one queued behind each running one.
 RUNNING_PER_PROCESS = 2
+#: A batch holds folders of about this many entries between them (by the folders scanned so far), so
+#: a tree of tiny folders (``jobs/<id>/status.json``) does not pay a hand-over per folder ...
+BATCH_ENTRIES = 1000
+#: ... and at most this many folders; before any folder below the first was scanned, this many.
+BATCH_FOLDERS = 256
+FIRST_BATCH_FOLDERS = 4
 #: At most this many folders scanned (or being scanned) ahead of the walk ...
-AHEAD_FOLDERS = 64
-#: ... holding at most about this many entries between them (a folder's scan is never cut short).
+AHEAD_FOLDERS = 4096
+#: ... and those scanned holding at most about this many entries between them (a folder is never cut short).
 AHEAD_ENTRIES = 50_000
+
+_Batch = concurrent.futures.Future  # of list[list[ScannedEntry]]: one list per folder of the batch
+
+
+def scan_folders(directories: list[str]) -> list[list[ScannedEntry]]:
+    """``scan_folder`` of each folder (a worker process's task)."""
+    return [scan_folder(directory) for directory in directories]
 
 
 class ProcessScanner:
@@ -46,24 +61,39 @@ class ProcessScanner:
         self.processes = processes
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._met = 0
+        self._walked = False
+        self._scanned_folders = self._scanned_entries = 0
         # Folders the walk will ask for next, in its order, not handed out yet.
         self._upcoming: deque[str] = deque()
-        # Folders handed out and not yet asked for, by directory.
-        self._ahead: dict[str, concurrent.futures.Future[list[ScannedEntry]]] = {}
+        # Folders handed out and not yet asked for: their batch and their place in it; and how many
+        # folders of each batch handed out are still to be asked for.
+        self._ahead: dict[str, tuple[_Batch, int]] = {}
+        self._batches: dict[_Batch, int] = {}
 
     def scan(self, directory: str, start: str, top: bool) -> list[ScannedEntry]:
-        future = self._ahead.pop(directory, None)
-        if future is None:
+        handed = self._ahead.pop(directory, None)
+        if handed is None:
             if self._upcoming and self._upcoming[0] == directory:
                 self._upcoming.popleft()
             entries = scan_folder(directory, start, top)
+            more = True
         else:
+            batch, place = handed
             try:
-                entries = future.result()
+                entries = batch.result()[place]
             except BrokenProcessPool:  # a worker died (killed): the walk scans the rest itself
                 self._broken()
                 entries = scan_folder(directory, start, top)
-        self._hand_out()
+            left = self._batches.pop(batch, 1) - 1
+            if left:
+                self._batches[batch] = left
+            more = not left  # a batch taken whole: hand out the next
+        if self._walked:  # the walk's first folder (the root or the prefix's) is no guide to those below it
+            self._scanned_folders += 1
+            self._scanned_entries += len(entries)
+        self._walked = True
+        if more:
+            self._hand_out()
         return entries
 
     def ahead(self, directories: list[str]) -> None:
@@ -80,19 +110,28 @@ class ProcessScanner:
         if executor is None:
             return
         running = held = 0
-        for future in self._ahead.values():
-            if not future.done():
+        for batch in self._batches:
+            if not batch.done():
                 running += 1
-            elif not future.cancelled() and future.exception() is None:
-                held += len(future.result())
+            elif not batch.cancelled() and batch.exception() is None:
+                held += sum(map(len, batch.result()))
+        if self._scanned_folders:
+            average = self._scanned_entries / self._scanned_folders
+            size = max(1, min(BATCH_FOLDERS, int(BATCH_ENTRIES / max(1.0, average))))
+        else:
+            size = FIRST_BATCH_FOLDERS
         while (self._upcoming and running < RUNNING_PER_PROCESS * self.processes
                and len(self._ahead) < AHEAD_FOLDERS and held < AHEAD_ENTRIES):
-            directory = self._upcoming.popleft()
+            count = min(size, len(self._upcoming), AHEAD_FOLDERS - len(self._ahead))
+            directories = [self._upcoming.popleft() for _ in range(count)]
             try:
-                self._ahead[directory] = executor.submit(scan_folder, directory)
+                batch = executor.submit(scan_folders, directories)
             except BrokenProcessPool:
                 self._broken()
                 return
+            for place, directory in enumerate(directories):
+                self._ahead[directory] = (batch, place)
+            self._batches[batch] = count
             running += 1
 
     def _broken(self) -> None:
@@ -101,9 +140,10 @@ class ProcessScanner:
             self._executor = None
         self.processes = 1  # no new pool
         self._ahead.clear()
+        self._batches.clear()
 
     def close(self) -> None:
-        """Stop the worker processes (scans under way finish first: a folder each)."""
+        """Stop the worker processes (scans under way finish first: a batch each)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

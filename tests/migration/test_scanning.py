@@ -31,7 +31,12 @@ def pools(monkeypatch) -> list[concurrent.futures.ProcessPoolExecutor]:
     class Recording(concurrent.futures.ProcessPoolExecutor):
         def __init__(self, max_workers, **kwargs):
             super().__init__(max_workers, **kwargs)
+            self.batches: list[int] = []
             started.append(self)
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.batches.append(len(args[0]))
+            return super().submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(scanning.concurrent.futures, "ProcessPoolExecutor", Recording)
     return started
@@ -59,6 +64,28 @@ def test_a_scanned_listing_gives_exactly_what_list_gives(store, pools, prefix):
         assert len(pools) == 1, "over 16 folders: the folders were scanned in worker processes"
 
 
+def test_a_walk_asks_for_every_folder_it_was_told_of_and_leaves_nothing_scanned_ahead(store, pools, monkeypatch):
+    monkeypatch.setattr(scanning, "POOL_FOLDERS", 1)
+    scanner = ProcessScanner(2)
+    try:
+        keys = [info.key for info in store.list_scanned("", scanner)]
+    finally:
+        scanner.close()
+
+    assert keys == sorted(TREE)
+    assert scanner._ahead == {} and scanner._batches == {} and not scanner._upcoming, "nothing scanned twice"
+    assert scanner._scanned_folders == 33 and 0 < sum(pools[0].batches) <= 33
+
+
+def test_tiny_folders_go_to_the_workers_in_batches(tmp_path, pools):
+    jobs = LocalStore(tmp_path / "jobs")
+    seed(jobs, {f"jobs/{i:04d}/status.json": b"{}" for i in range(600)})
+
+    assert [i.key for i in scanned_listing(jobs, "jobs/", 2)] == [f"jobs/{i:04d}/status.json" for i in range(600)]
+    batches = pools[0].batches
+    assert sum(batches) == 600 and max(batches) == scanning.BATCH_FOLDERS, batches
+
+
 def test_a_tree_of_few_folders_starts_no_process(tmp_path, pools):
     small = LocalStore(tmp_path / "small")
     seed(small, {f"d{i}/k{j}": b"x" for i in range(3) for j in range(50)})
@@ -77,7 +104,7 @@ def test_what_is_scanned_ahead_of_a_stalled_walk_stays_bounded(tmp_path, pools, 
         walk = big.list_scanned("", scanner)
         assert next(walk).key == "d00/k0"
         deadline = time.monotonic() + 30
-        while not all(f.done() for f in scanner._ahead.values()) and time.monotonic() < deadline:
+        while not all(batch.done() for batch in scanner._batches) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(scanner._ahead) <= 5, "no more than AHEAD_FOLDERS folders are held ahead of the walk"
         assert [i.key for i in walk] == [f"d{i:02d}/k{j}" for i in range(40) for j in range(2)][1:]
