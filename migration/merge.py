@@ -3,7 +3,9 @@
 Every backend lists in lexicographic key order with cursor paging, so the
 merge holds a couple of pages of each side and never a whole listing; each
 side is listed in a thread of its own (``read_ahead``), so the two services'
-round trips overlap. ``merge`` yields one ``Pair`` per relative key: both sides' infos, or one of them
+round trips overlap. A local directory's listing has its folders scanned in
+worker processes (``migration.scanning``): there the listing is CPU and
+``lstat`` work, not waiting. ``merge`` yields one ``Pair`` per relative key: both sides' infos, or one of them
 when the other side has no such key.
 
 The merge compares keys in Python's string order (code points, which is

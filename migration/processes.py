@@ -15,7 +15,8 @@ waits for those already running (each a few hundred small objects), as the
 thread pool waits for its running copies. A worker whose planner is killed
 exits within ``PARENT_POLL_SECONDS`` (its task queue would never close: a
 spawned worker holds both ends of it), leaving at most the object it was
-writing as a temporary file, as a killed thread would.
+writing as a temporary file, as a killed thread would. (``serve`` is that
+start-up; the listing's scanner processes, ``migration.scanning``, use it too.)
 """
 
 from __future__ import annotations
