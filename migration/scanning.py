@@ -71,6 +71,7 @@ class ProcessScanner:
         self._batches: dict[_Batch, int] = {}
 
     def scan(self, directory: str, start: str, top: bool) -> list[ScannedEntry]:
+        """The folder's entries: from its batch when it was handed out, else scanned here."""
         handed = self._ahead.pop(directory, None)
         if handed is None:
             if self._upcoming and self._upcoming[0] == directory:
@@ -97,6 +98,7 @@ class ProcessScanner:
         return entries
 
     def ahead(self, directories: list[str]) -> None:
+        """Queue these folders first; start the worker processes once the walk has met enough folders."""
         self._upcoming.extendleft(reversed(directories))
         self._met += len(directories)
         if self._executor is None and self._met >= POOL_FOLDERS and self.processes > 1:

@@ -469,10 +469,8 @@ class LocalStore(ObjectStore):
         will ask for them. The infos are those ``list`` gives.
         """
         self._require_root()
-        folder, _, start = prefix.rpartition("/")
         with self._os_errors():
-            yield from self._walk_scanned(f"{self.root}/{folder}" if folder else str(self.root),
-                                          f"{folder}/" if folder else "", start, scanner)
+            yield from self._walk_scanned(*self._prefix_folder(prefix), scanner)
 
     def _walk_scanned(self, directory: str, key_prefix: str, start: str,
                       scanner: "FolderScanner") -> Iterator[ObjectInfo]:
@@ -480,14 +478,12 @@ class LocalStore(ObjectStore):
         folders = [f"{directory}/{name[:-1]}" for name, _, _, _ in entries if name[-1] == "/"]
         if folders:
             scanner.ahead(folders)
-        new, init = _ListedInfo.__new__, _ListedInfo.init
+        listed = _ListedInfo.new
         for name, size, ino, mtime_ns in entries:
             if name[-1] == "/":
                 yield from self._walk_scanned(f"{directory}/{name[:-1]}", key_prefix + name, "", scanner)
-                continue
-            info = new(_ListedInfo)
-            init(info, self, key_prefix + name, size, ino, mtime_ns)
-            yield info
+            else:
+                yield listed(self, key_prefix + name, size, ino, mtime_ns)
 
     def list_page(self, prefix: str, limit: int, token: str | None = None) -> Page:
         """Up to ``limit`` objects under ``prefix`` after the key ``token``; folders wholly before it are not read."""
@@ -503,9 +499,12 @@ class LocalStore(ObjectStore):
         return Page(items, None)
 
     def _walk_prefix(self, prefix: str, after: str | None) -> Iterator[ObjectInfo]:
+        return self._walk(*self._prefix_folder(prefix), after)
+
+    def _prefix_folder(self, prefix: str) -> tuple[str, str, str]:
+        """Where a listing of ``prefix`` starts: the folder, its keys' prefix, and how its names must start."""
         folder, _, start = prefix.rpartition("/")
-        return self._walk(f"{self.root}/{folder}" if folder else str(self.root), f"{folder}/" if folder else "",
-                          start, after)
+        return (f"{self.root}/{folder}" if folder else str(self.root)), (f"{folder}/" if folder else ""), start
 
     def _walk(self, directory: str, key_prefix: str, start: str, after: str | None) -> Iterator[ObjectInfo]:
         """Keys under ``directory`` whose name starts with ``start``, in key order, skipping keys up to ``after``."""
@@ -531,7 +530,7 @@ class LocalStore(ObjectStore):
                 continue  # deleted between the scan and the stat
             if not stat.S_ISREG(st.st_mode):
                 continue
-            yield _ListedInfo.of(self, key, st)
+            yield _ListedInfo.new(self, key, st.st_size, st.st_ino, st.st_mtime_ns)
 
     def _fill(self, info: "_ListedInfo") -> None:
         """Read a listed object's sidecar into its info (its stat-only fields if the sidecar names other bytes)."""
@@ -620,9 +619,7 @@ class LocalStore(ObjectStore):
         would, without the stat and the lock a head takes.
         """
         validate_key(key)
-        info = _ListedInfo.__new__(_ListedInfo)
-        _ListedInfo.init(info, self, key, size, *listing_stat)
-        return info
+        return _ListedInfo.new(self, key, size, *listing_stat)
 
     @property
     def durable(self) -> bool:
@@ -716,22 +713,17 @@ class _ListedInfo(ObjectInfo):
     _ino: int
     _mtime_ns: int
 
-    @classmethod
-    def of(cls, store: LocalStore, key: str, st: os.stat_result) -> "_ListedInfo":
-        """An info holding only what the walk's stat knows; the rest comes on first read."""
-        info = cls.__new__(cls)
-        cls.init(info, store, key, st.st_size, st.st_ino, st.st_mtime_ns)
-        return info
-
     @staticmethod
-    def init(info: "_ListedInfo", store: LocalStore, key: str, size: int, ino: int, mtime_ns: int) -> None:
-        """Fill the walk's fields of a new info."""
+    def new(store: LocalStore, key: str, size: int, ino: int, mtime_ns: int) -> "_ListedInfo":
+        """An info holding only what the walk's stat knows; the rest comes on first read."""
+        info = _ListedInfo.__new__(_ListedInfo)
         put = object.__setattr__
         put(info, "key", key)
         put(info, "size", size)
         put(info, "_store", store)
         put(info, "_ino", ino)
         put(info, "_mtime_ns", mtime_ns)
+        return info
 
     def __getattr__(self, name: str) -> object:
         # Python calls this only for a slot not filled yet: a sidecar field.
