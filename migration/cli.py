@@ -85,7 +85,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _open_pair(source_url: str, target_url: str) -> tuple[Any, str, Any, str, Any]:
+def _open_pair(source_url: str, target_url: str, workers: int) -> tuple[Any, str, Any, str, Any]:
     """Both stores and prefixes, plus the target's listing already under way; refuses overlapping locations."""
     from app.storage.factory import open_location, parse_location
     from migration.copier import EarlyListing, UsageError, normalize_prefix
@@ -102,7 +102,7 @@ def _open_pair(source_url: str, target_url: str) -> tuple[Any, str, Any, str, An
         # The target opens first and starts listing at once: its round trips then
         # overlap the source SDK's import (a no-op rerun is mostly start-up and listing).
         target, target_prefix = open_location(target_url)
-        early = EarlyListing(target, target_prefix)
+        early = EarlyListing(target, target_prefix, workers)
         try:
             source, source_prefix = open_location(source_url)
         except BaseException:
@@ -133,7 +133,7 @@ def _run_on_pair(source_url: str, target_url: str, engine: Callable[..., T], sho
     """Open both locations, run ``engine`` (``sync`` or ``verify``) on them, with a progress bar if asked; close."""
     import contextlib
 
-    src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url)
+    src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url, options["workers"])
     try:
         options.update(source_prefix=src_prefix, target_prefix=dst_prefix, early=early)
         # A local target syncs the filesystem once at the end instead of fsyncing every object.
@@ -273,7 +273,8 @@ def migrate(
     ] = 100,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and totals; write nothing.")] = False,
     workers: Annotated[int, _workers_option("Parallel transfers (between two local directories: worker "
-                                            "processes, at most one per core).")] = 32,
+                                            "processes, at most one per core, which also bound the "
+                                            "listing's folder scanners).")] = 32,
     strict: Annotated[
         bool, typer.Option("--strict", help="After copying, re-list and re-read every target object's bytes.")
     ] = False,
@@ -312,7 +313,8 @@ def verify(
     deep: Annotated[
         bool, typer.Option("--deep", help="Also re-read every target object's bytes and recompute checksums.")
     ] = False,
-    workers: Annotated[int, _workers_option()] = 32,
+    workers: Annotated[int, _workers_option("Parallel checks (a local listing's folder scanner processes: "
+                                            "at most this many, one per core).")] = 32,
     as_json: _Json = False,
     no_progress: _NoProgress = False,
     shard: _Shard = None,

@@ -106,10 +106,10 @@ def _label(reason: str) -> str:
 
 
 def _count_deletes(source: ObjectStore, target: ObjectStore, selection: Selection, retry: RetryPolicy,
-                   early: EarlyListing | None) -> int:
+                   early: EarlyListing | None, workers: int) -> int:
     """How many target objects a run with ``delete`` would remove (a listing-only pass)."""
     count = 0
-    for pair in merge(source, target, selection, retry=retry, early=early):
+    for pair in merge(source, target, selection, retry=retry, early=early, workers=workers):
         if pair.source is None:
             count += 1
         elif pair.late == "source" and pair.target is not None and pair.partner_passed:
@@ -153,7 +153,8 @@ def sync(
             ``DEFAULT_MAX_DELETE``. Not enforced by a dry run. Counting them
             first costs one more listing of both sides.
         dry_run: plan only; nothing is written.
-        workers: parallel copies.
+        workers: parallel copies; between two local directories, also the most
+            worker processes (copies, and the listings' folder scanners) at once.
         strict: verify deeply after copying (re-list, re-read every target object's bytes).
         progress: receives progress events (``Progress``), from worker threads.
         retry: backoff for transient errors.
@@ -176,7 +177,7 @@ def sync(
     limit = DEFAULT_MAX_DELETE if max_delete is None else max_delete
     # A dry run shows the deletions even past the limit: that is how one decides to raise it.
     if delete and not dry_run:
-        planned_deletes = _count_deletes(source, target, selection, retry, early)
+        planned_deletes = _count_deletes(source, target, selection, retry, early, workers)
         early = None
         if planned_deletes > limit:
             raise DeleteLimitExceeded(
@@ -188,7 +189,7 @@ def sync(
                    max_inflight_bytes=max_inflight_bytes, delete=delete, dry_run=dry_run,
                    on_planned=on_planned, max_planned=max_planned)
     counts = (Counter(), Counter())
-    pairs = merge(source, target, selection, retry=retry, early=early, counts=counts)
+    pairs = merge(source, target, selection, retry=retry, early=early, counts=counts, workers=workers)
     if progress is not None and not dry_run:
         progress.phase("copy", 0, 0)
     if dry_run:
@@ -367,7 +368,7 @@ def verify(
                         target_url=location_url(target, selection.target_prefix))
     if deep and progress is not None:
         progress.phase("verify", 0, 0)
-    verify_pairs(merge(source, target, selection, retry=retry, early=early), verifier, workers)
+    verify_pairs(merge(source, target, selection, retry=retry, early=early, workers=workers), verifier, workers)
     return verifier.report(started)
 
 

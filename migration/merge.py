@@ -55,11 +55,12 @@ class EarlyListing:
     retried listing when it is transient.
     """
 
-    def __init__(self, store: ObjectStore, prefix: str = "") -> None:
+    def __init__(self, store: ObjectStore, prefix: str = "", workers: int = MAX_PROCESSES) -> None:
         self.store = store
         self.prefix = normalize_prefix(prefix)
         self._taken = False
-        self._reader = ReadAhead(_listed(store, self.prefix), limit=PREFETCH, batch=BATCH, name="spotshift-early-list")
+        self._reader = ReadAhead(_listed(store, self.prefix, workers), limit=PREFETCH, batch=BATCH,
+                                 name="spotshift-early-list")
 
     def take(self, store: ObjectStore, prefix: str) -> Iterator[ObjectInfo] | None:
         """The listing stream if it is for ``store`` and ``prefix`` and not taken yet; None otherwise.
@@ -88,22 +89,25 @@ class EarlyListing:
         self._reader.close()
 
 
-def _listed(store: ObjectStore, prefix: str) -> Iterator[ObjectInfo]:
+def _listed(store: ObjectStore, prefix: str, workers: int) -> Iterator[ObjectInfo]:
     # A generator, so ``store.list`` is first called in the reading thread, not by the caller.
-    yield from _list(store, prefix)
+    yield from _list(store, prefix, workers)
 
 
-def _list(store: ObjectStore, prefix: str) -> Iterator[ObjectInfo]:
-    """``store.list(prefix)``; a local directory's with its folders scanned in worker processes (``scanning``)."""
+def _list(store: ObjectStore, prefix: str, workers: int = MAX_PROCESSES) -> Iterator[ObjectInfo]:
+    """``store.list(prefix)``; a local directory's with its folders scanned in worker processes (``scanning``).
+
+    At most ``process_count(workers)`` of them: ``--workers 1`` lists in this process alone.
+    """
     if isinstance(store, LocalStore):
-        processes = process_count(MAX_PROCESSES)
+        processes = process_count(workers)
         if processes > 1:
             return scanned_listing(store, prefix, processes)
     return store.list(prefix)
 
 
 def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
-            early: EarlyListing | None = None) -> Iterator[ObjectInfo]:
+            early: EarlyListing | None = None, workers: int = MAX_PROCESSES) -> Iterator[ObjectInfo]:
     """``store.list(prefix)`` as one stream that survives transient errors.
 
     After a transient failure the listing starts again and skips what was
@@ -117,7 +121,7 @@ def listing(store: ObjectStore, prefix: str, retry: RetryPolicy = DEFAULT_RETRY,
     last: str | None = None
     attempt = 0
     while True:
-        infos = stream if stream is not None else _list(store, prefix)
+        infos = stream if stream is not None else _list(store, prefix, workers)
         stream = None
         resuming = last is not None
         try:
@@ -217,17 +221,20 @@ def merge(
     early: EarlyListing | None = None,
     counts: tuple[Counter, Counter] | None = None,
     source_stream: Iterator[ObjectInfo] | None = None,
+    workers: int = MAX_PROCESSES,
 ) -> Iterator[Pair]:
     """Walk both sorted listings in step; one ``Pair`` per relative key, in key order.
 
     ``counts`` receives how many objects each side listed; ``source_stream``
-    replaces the source's listing (e.g. a prefetched one).
+    replaces the source's listing (e.g. a prefetched one); ``workers`` bounds
+    a local listing's scanner processes (``process_count``).
     """
     src_count, dst_count = counts if counts is not None else (Counter(), Counter())
     src = relative_stream(read_ahead(source_stream if source_stream is not None else
-                                     listing(source, selection.source_prefix, retry, early), "spotshift-list-source"),
+                                     listing(source, selection.source_prefix, retry, early, workers), "spotshift-list-source"),
                           selection.source_prefix, selection, src_count)
-    dst = relative_stream(read_ahead(listing(target, selection.target_prefix, retry, early), "spotshift-list-target"),
+    dst = relative_stream(read_ahead(listing(target, selection.target_prefix, retry, early, workers),
+                                     "spotshift-list-target"),
                           selection.target_prefix, selection, dst_count)
     return _march(src, dst, _looker(source, selection.source_prefix, retry),
                   _looker(target, selection.target_prefix, retry))

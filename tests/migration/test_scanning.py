@@ -141,6 +141,38 @@ def test_a_local_sync_and_verify_over_many_folders_list_through_the_scanner(tmp_
     assert pools, "the listings of 24 folders ran through worker processes"
 
 
+def test_workers_bound_the_scanner_processes_of_sync_and_verify(tmp_path, pools):
+    source, target = LocalStore(tmp_path / "source"), LocalStore(tmp_path / "target")
+    objects = {f"d{i:02d}/obj-{j}": os.urandom(i + j) for i in range(24) for j in range(4)}
+    seed(source, objects)
+
+    report = sync(source, target, workers=1)
+    assert report.objects_copied == 96 and report.verified and contents(target) == objects
+    assert verify(source, target, workers=1).verified
+    assert pools == [], "--workers 1 lists in the planner's process alone"
+
+    assert sync(source, target, workers=2).objects_skipped == 96
+    assert pools and all(pool._max_workers <= 2 for pool in pools)
+
+
+def test_the_cli_passes_workers_to_the_early_listing_of_a_local_target(tmp_path, pools):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from migration.cli import register
+
+    register(cli)
+    source, target = LocalStore(tmp_path / "source"), LocalStore(tmp_path / "target")
+    seed(source, {f"d{i:02d}/obj": b"x" * i for i in range(24)})
+    seed(target, {f"d{i:02d}/obj": b"x" * i for i in range(24)})
+
+    result = CliRunner().invoke(cli, ["migrate", f"file://{source.root}", f"file://{target.root}", "--workers", "1",
+                                      "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert pools == [], "neither the target's early listing nor the source's started a scanner process"
+
+
 _PLANNER = """
 import sys, time
 from app.storage import LocalStore
