@@ -1,29 +1,21 @@
 """The object migration: a copy engine (plan → copy → verify → report), its CLI and its Pulumi resource.
 
 The engine's public API lives in ``migration.copier`` and is re-exported
-here; ``migration.resource`` (Pulumi) is not imported by this package, so
-the CLI starts without Pulumi.
+here, imported when first used; ``migration.resource`` (Pulumi) is not
+imported by this package, so the CLI starts without Pulumi.
 """
 
-from .copier import (
-    Shard,
-    DEFAULT_MAX_DELETE,
-    DEFAULT_WORKERS,
-    PROVENANCE_METADATA_KEY,
-    DeleteLimitExceeded,
-    Plan,
-    Progress,
-    Provenance,
-    RetryPolicy,
-    UsageError,
-    compare,
-    manifest_digest,
-    plan,
-    provenance_of,
-    sync,
-    verify,
-)
-from .report import Problem, SyncReport, VerifyReport
+import importlib
+from typing import Any
+
+#: Where each re-exported name lives. Loaded on first use (PEP 562), so ``spotshift migrate`` can
+#: start its target's listing before the rest of the engine is imported.
+_HOME = {
+    **dict.fromkeys(("DEFAULT_MAX_DELETE", "DEFAULT_WORKERS", "PROVENANCE_METADATA_KEY", "DeleteLimitExceeded",
+                     "Plan", "Progress", "Provenance", "RetryPolicy", "Shard", "UsageError", "compare",
+                     "manifest_digest", "plan", "provenance_of", "sync", "verify"), "copier"),
+    **dict.fromkeys(("Problem", "SyncReport", "VerifyReport"), "report"),
+}
 
 __all__ = [
     "DEFAULT_MAX_DELETE",
@@ -46,3 +38,15 @@ __all__ = [
     "sync",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -67,7 +67,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _guarded(action: Callable[[], T]) -> T:
     """Run ``action``; configuration and usage errors become one line on stderr and exit 2."""
     from app.storage.base import StorageConfigError, StorageError
-    from migration.copier import UsageError
+    from migration.rules import UsageError
 
     try:
         return action()
@@ -88,7 +88,10 @@ def _one_line(err: BaseException) -> str:
 def _open_pair(source_url: str, target_url: str, workers: int) -> tuple[Any, str, Any, str, Any]:
     """Both stores and prefixes, plus the target's listing already under way; refuses overlapping locations."""
     from app.storage.factory import open_location, parse_location
-    from migration.copier import EarlyListing, UsageError, normalize_prefix
+    # Only the planner's listing and the rules before the target's listing starts; the rest of
+    # the engine is imported while it runs.
+    from migration.merge import EarlyListing
+    from migration.rules import UsageError, normalize_prefix
 
     src, dst = parse_location(source_url), parse_location(target_url)
     if _overlap(src, dst):
@@ -116,7 +119,7 @@ def _open_pair(source_url: str, target_url: str, workers: int) -> tuple[Any, str
 
 def _overlap(src: Any, dst: Any) -> bool:
     """True when one location lies inside the other (for directories, after resolving links)."""
-    from migration.copier import normalize_prefix
+    from migration.rules import normalize_prefix
 
     if src.scheme != dst.scheme:
         return False
@@ -129,12 +132,19 @@ def _overlap(src: Any, dst: Any) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
-def _run_on_pair(source_url: str, target_url: str, engine: Callable[..., T], show_bar: bool, **options: Any) -> T:
-    """Open both locations, run ``engine`` (``sync`` or ``verify``) on them, with a progress bar if asked; close."""
+def _run_on_pair(source_url: str, target_url: str, engine_name: str, show_bar: bool, **options: Any) -> Any:
+    """Open both locations, run ``migration.copier.<engine_name>`` (``sync`` or ``verify``) on them; close.
+
+    With a progress bar if asked. The engine is imported once the target's
+    listing is under way (``_open_pair``): its import is then off the way to
+    the first request.
+    """
     import contextlib
+    import importlib
 
     src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url, options["workers"])
     try:
+        engine = getattr(importlib.import_module("migration.copier"), engine_name)
         options.update(source_prefix=src_prefix, target_prefix=dst_prefix, early=early)
         # A local target syncs the filesystem once at the end instead of fsyncing every object.
         batched = getattr(dst, "batched", None)
@@ -285,14 +295,14 @@ def migrate(
     """Copy new and changed objects from SRC to DST, verify, and report (exit 0 only if all verified)."""
 
     def run() -> int:
-        from migration.copier import Shard, sync
+        from migration.rules import Shard
 
         plan_output: dict[str, Any] = {}
         if dry_run:
             # Streamed: printed as decided (text), or the first JSON_PLAN_LIMIT kept (JSON).
             plan_output = {"max_planned": JSON_PLAN_LIMIT} if as_json else {"on_planned": _print_planned,
                                                                              "max_planned": 0}
-        report = _run_on_pair(source, target, sync, _show_progress(as_json, no_progress) and not dry_run,
+        report = _run_on_pair(source, target, "sync", _show_progress(as_json, no_progress) and not dry_run,
                               include=include or (), exclude=exclude or (), delete=delete, max_delete=max_delete,
                               dry_run=dry_run, workers=workers, strict=strict, shard=Shard.parse(shard),
                               **plan_output)
@@ -322,10 +332,9 @@ def verify(
     """Check that DST holds a verified copy of every SRC object; writes nothing (exit 0 only if all match)."""
 
     def run() -> int:
-        from migration.copier import Shard
-        from migration.copier import verify as verify_copies
+        from migration.rules import Shard
 
-        report = _run_on_pair(source, target, verify_copies, deep and _show_progress(as_json, no_progress),
+        report = _run_on_pair(source, target, "verify", deep and _show_progress(as_json, no_progress),
                               include=include or (), exclude=exclude or (), deep=deep, workers=workers,
                               shard=Shard.parse(shard))
         _print_summary(report, as_json)

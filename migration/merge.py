@@ -33,7 +33,6 @@ from app.storage.local import LocalStore
 
 from .processes import MAX_PROCESSES, process_count
 from .rules import DEFAULT_RETRY, KeyFilter, RetryPolicy, Shard, normalize_prefix
-from .scanning import scanned_listing
 
 #: Infos a listing thread reads ahead of the planner, in batches: two pages of Azure's (5,000), so the
 #: next page's request is under way while the planner works through the last one.
@@ -102,6 +101,8 @@ def _list(store: ObjectStore, prefix: str, workers: int = MAX_PROCESSES) -> Iter
     if isinstance(store, LocalStore):
         processes = process_count(workers)
         if processes > 1:
+            from .scanning import scanned_listing  # process pools: imported only when a local listing needs them
+
             return scanned_listing(store, prefix, processes)
     return store.list(prefix)
 

@@ -22,7 +22,6 @@ start-up; the listing's scanner processes, ``migration.scanning``, use it too.)
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import os
 import signal
 import threading
@@ -53,6 +52,13 @@ Task = tuple[str, str, str, int, "tuple[int, int] | None"]
 def local_pair(source: object, target: object) -> bool:
     """True when both stores are local directories: their copies run in worker processes."""
     return isinstance(source, LocalStore) and isinstance(target, LocalStore)
+
+
+def spawn_context() -> Any:
+    """The ``spawn`` start method's context (``multiprocessing`` is imported only when a pool starts)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")
 
 
 def process_count(workers: int) -> int:
@@ -157,7 +163,7 @@ class ProcessPool(Stops):
         tasks, self._batch, self._batch_bytes = self._batch, [], 0
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+                self.processes, mp_context=spawn_context(), initializer=_start,
                 initargs=(os.getpid(), str(self.source.root), str(self.target.root), self.target.durable,
                           self.retry))
         while not self._slots.acquire(timeout=0.25):  # short waits keep Ctrl-C responsive

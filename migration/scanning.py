@@ -20,7 +20,6 @@ entries), so memory does not grow with the tree. A worker pool that breaks
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from app.storage.base import ObjectInfo
 from app.storage.local import LocalStore, ScannedEntry, scan_folder
 
-from .processes import serve
+from .processes import spawn_context, serve
 
 #: Folders the walk must have met before worker processes start (each costs ~0.1 s to spawn).
 POOL_FOLDERS = 16
@@ -103,7 +102,7 @@ class ProcessScanner:
         self._met += len(directories)
         if self._executor is None and self._met >= POOL_FOLDERS and self.processes > 1:
             self._executor = concurrent.futures.ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=serve,
+                self.processes, mp_context=spawn_context(), initializer=serve,
                 initargs=(os.getpid(),))
         self._hand_out()
 

@@ -281,3 +281,26 @@ def test_help_of_both_commands_renders(spotshift):
     assert "--max-delete" in migrate_help.stdout and "--dry-run" in migrate_help.stdout
     assert verify_help.returncode == 0, verify_help.stderr
     assert "--deep" in verify_help.stdout
+
+
+def test_the_migration_commands_load_the_engine_only_once_the_target_is_listing():
+    # `spotshift migrate` opens the target and starts its listing with the planner's merge and
+    # rules alone; the copier, its process pools and the reports are imported after that.
+    probe = ("import sys; import migration.cli; from migration.merge import EarlyListing; "
+             "from migration.rules import Shard, UsageError; "
+             "print(sorted(m for m in ('migration.copier', 'migration.scanning', 'migration.report', "
+             "'multiprocessing') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+def test_the_package_still_exports_the_engine_api():
+    import migration
+    from migration import copier, report
+
+    for name in migration.__all__:
+        home = copier if hasattr(copier, name) else report
+        assert getattr(migration, name) is getattr(home, name), name
+    assert set(migration.__all__) <= set(dir(migration))
+    with pytest.raises(AttributeError):
+        migration.no_such_name  # noqa: B018
