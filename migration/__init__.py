@@ -17,27 +17,7 @@ _HOME = {
     **dict.fromkeys(("Problem", "SyncReport", "VerifyReport"), "report"),
 }
 
-__all__ = [
-    "DEFAULT_MAX_DELETE",
-    "DEFAULT_WORKERS",
-    "PROVENANCE_METADATA_KEY",
-    "DeleteLimitExceeded",
-    "Plan",
-    "Problem",
-    "Progress",
-    "Provenance",
-    "RetryPolicy",
-    "Shard",
-    "SyncReport",
-    "UsageError",
-    "VerifyReport",
-    "compare",
-    "manifest_digest",
-    "plan",
-    "provenance_of",
-    "sync",
-    "verify",
-]
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:
