@@ -304,3 +304,10 @@ def test_provenance_is_read_in_either_form_whatever_the_case_of_its_names():
     assert provenance_of(legacy) == copier.Provenance("gs://b/a%26b%3Dc", "7", "aa", "")
     assert provenance_of(no_checksum) is None
     assert provenance_of(ObjectInfo(key="k", size=1, metadata={"origin": "o"})) is None
+
+
+def test_provenance_fields_are_read_in_any_order_with_unknown_fields_ignored_and_the_last_repeat_winning():
+    entry = "source=gs://b/k&extra=1&crc32c=0A0B0C0D&junk&version=v%262&md5=aa&md5=BB"
+    info = ObjectInfo(key="k", size=1, metadata={"spotshift_provenance": entry})
+
+    assert provenance_of(info) == copier.Provenance("gs://b/k", "v&2", "bb", "0a0b0c0d")
