@@ -409,7 +409,7 @@ def run_scale(args: argparse.Namespace, env: dict[str, str], gcs: FakeGcsServer,
         emu = runner.emulators(args.scale_emulator, gcs, azurite, config) if args.scale_emulator else None
     finally:
         runner.clean_up()
-    scale.summarize(local, args.scale_local, dry, args.scale_dry, emu, args.scale_emulator)
+    scale.summarize(local, args.scale_local, dry, args.scale_dry, emu, args.scale_emulator, runner.azurite)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -135,6 +136,8 @@ class Scale:
         self.rows: list[tuple[str, int, Any]] = []
         #: Targets to remove once every figure is taken (removing 100k files takes minutes on this disk).
         self.leftovers: list[Path] = []
+        #: Per tool, from the emulator no-op: (median Azurite CPU s, median wall minus Azurite CPU s).
+        self.azurite: dict[str, tuple[float, float]] = {}
 
     def clean_up(self) -> None:
         """Remove the targets the runs made (the seeded sources stay for the next run)."""
@@ -240,9 +243,11 @@ class Scale:
         # fixed cost (start-up, exit) out of the listing throughput.
         folder = key_of(0).split("/")[0]
         samples: dict[tuple[str, str], list[Any]] = {}
+        served: dict[str, list[tuple[float, float]]] = {}  # side -> (wall, Azurite CPU) of each whole-set run
         for run in range(runs):
             for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
                 for path, objects in (("", count), (f"/{folder}", PER_FOLDER)):
+                    azurite_before = azurite.cpu_seconds()
                     if side == "engine":
                         sample, report = self.engine(f"gs://{bucket}{path}", f"az://{container}{path}")
                         assert report["objects_copied"] == 0 and report["objects_skipped"] == objects, report
@@ -250,6 +255,8 @@ class Scale:
                         sample = self.rclone_run(f"gcs:{bucket}{path}", f"az:{container}{path}", "--checksum",
                                                  config=config)
                     samples.setdefault((side, path), []).append(sample)
+                    if not path:
+                        served.setdefault(side, []).append((sample.seconds, azurite.cpu_seconds() - azurite_before))
         engine = samples[("engine", "")]
         rclone = samples[("rclone", "")]
         out["engine folder"] = self.record(f"engine no-op {PER_FOLDER} (one folder; median of {runs})", PER_FOLDER,
@@ -266,6 +273,15 @@ class Scale:
             out["engine before"] = self.record(f"engine (before) no-op {count} gcs->azure", count, sample)
         out["rclone"] = self.record(f"rclone no-op --checksum {count} gcs->azure (median of {runs})", count,
                                     _median(rclone))
+        # Azurite serves from one Node.js thread: its CPU for a run is a floor under that run's
+        # wall time, the same for both tools when they list the same blobs. What is left over is
+        # each client's own time on the critical path (start-up, exit, gaps between requests).
+        self.azurite = {side: (statistics.median(cpu for _, cpu in rows),
+                               statistics.median(wall - cpu for wall, cpu in rows)) for side, rows in served.items()}
+        for side, (cpu, beyond) in self.azurite.items():
+            print(f"  {side} no-op {count}: Azurite CPU {cpu:.2f} s, wall beyond it {beyond:.2f} s "
+                  f"(medians of {runs}; runs {', '.join(f'{w:.2f}/{c:.2f}' for w, c in served[side])} s wall/CPU)",
+                  flush=True)
         return out
 
 
@@ -280,8 +296,12 @@ def per_object(sample: Any, count: int) -> tuple[float, float]:
 
 
 def summarize(local: dict[str, Any] | None, n_local: int, dry: dict[str, Any] | None, n_dry: int,
-              emu: dict[str, Any] | None, n_emu: int) -> None:
-    """Per-object figures and each target of issue 12 as a ratio (engine / rclone)."""
+              emu: dict[str, Any] | None, n_emu: int, azurite: dict[str, tuple[float, float]] | None = None) -> None:
+    """Per-object figures and each target of issue 12 as a ratio (engine / rclone).
+
+    ``azurite`` is ``Scale.azurite``: per tool, the median Azurite CPU of the
+    emulator no-op and the median wall time beyond it.
+    """
     print("\nscale: per object (time, peak RSS)")
     rows: list[tuple[str, Any, int]] = []
     if local:
@@ -315,3 +335,13 @@ def summarize(local: dict[str, Any] | None, n_local: int, dry: dict[str, Any] | 
               f"({n_emu} minus one folder of {PER_FOLDER}): {engine_rate / rclone_rate:.2f}")
         print(f"  emulator no-op fixed cost (one folder): engine {emu['engine folder'].seconds:.2f} s, "
               f"rclone {emu['rclone folder'].seconds:.2f} s")
+        engine_growth = emu["engine"].maxrss_kib - emu["engine folder"].maxrss_kib
+        rclone_growth = emu["rclone"].maxrss_kib - emu["rclone folder"].maxrss_kib
+        if rclone_growth > 0:
+            print(f"  ratio emulator no-op peak RSS per object, fixed cost out: {engine_growth / rclone_growth:.2f} "
+                  f"(growth from one folder: engine {engine_growth / 1024:.0f} MiB, rclone {rclone_growth / 1024:.0f} MiB)")
+    if azurite and {"engine", "rclone"} <= azurite.keys():
+        print(f"  ratio emulator no-op Azurite CPU (engine's runs / rclone's): "
+              f"{azurite['engine'][0] / azurite['rclone'][0]:.2f} ({azurite['engine'][0]:.2f} s vs "
+              f"{azurite['rclone'][0]:.2f} s); wall beyond Azurite's CPU: engine {azurite['engine'][1]:.2f} s, "
+              f"rclone {azurite['rclone'][1]:.2f} s")

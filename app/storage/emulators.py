@@ -120,6 +120,17 @@ class _Emulator:
         self.stop()
         raise EmulatorError(f"{self.name} did not answer on 127.0.0.1:{self.port} within {self.start_timeout:.0f}s: {tail}")
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the emulator's process has used so far, from ``/proc`` (Linux).
+
+        For benchmarks: the difference around a run is what serving it cost the emulator.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            raise EmulatorError(f"{self.name} is not running")
+        # The fields after the command name, which is in parentheses and may hold spaces.
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the emulator's output, for error messages."""
         if not self._log_path or not self._log_path.exists():

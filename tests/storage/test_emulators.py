@@ -26,3 +26,21 @@ def test_in_memory_azurite_starts_and_serves_blobs() -> None:
 
         assert store.get("k") == b"kept in memory"
         store.close()
+
+
+def test_cpu_seconds_counts_what_serving_requests_cost_the_emulator(azurite: Azurite) -> None:
+    azurite.create_container("cpu-seconds")
+    store = AzureBlobStore("cpu-seconds", connection_string=azurite.connection_string)
+    before = azurite.cpu_seconds()
+
+    for i in range(300):
+        store.put(f"k{i:03d}", b"x")
+    assert len(list(store.list())) == 300
+
+    assert azurite.cpu_seconds() > before > 0
+    store.close()
+
+
+def test_cpu_seconds_of_an_emulator_that_is_not_running_is_an_error() -> None:
+    with pytest.raises(EmulatorError, match="azurite is not running"):
+        Azurite().cpu_seconds()
