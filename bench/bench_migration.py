@@ -64,6 +64,8 @@ class Sample:
     seconds: float
     cpu: float = 0.0
     maxrss_kib: int = 0
+    #: CPU seconds the emulator serving the run spent during it (0 when not measured).
+    served_cpu: float = 0.0
 
 
 @dataclass

@@ -243,7 +243,6 @@ class Scale:
         # fixed cost (start-up, exit) out of the listing throughput.
         folder = key_of(0).split("/")[0]
         samples: dict[tuple[str, str], list[Any]] = {}
-        served: dict[str, list[tuple[float, float]]] = {}  # side -> (wall, Azurite CPU) of each whole-set run
         for run in range(runs):
             for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
                 for path, objects in (("", count), (f"/{folder}", PER_FOLDER)):
@@ -254,9 +253,8 @@ class Scale:
                     else:
                         sample = self.rclone_run(f"gcs:{bucket}{path}", f"az:{container}{path}", "--checksum",
                                                  config=config)
+                    sample.served_cpu = azurite.cpu_seconds() - azurite_before
                     samples.setdefault((side, path), []).append(sample)
-                    if not path:
-                        served.setdefault(side, []).append((sample.seconds, azurite.cpu_seconds() - azurite_before))
         engine = samples[("engine", "")]
         rclone = samples[("rclone", "")]
         out["engine folder"] = self.record(f"engine no-op {PER_FOLDER} (one folder; median of {runs})", PER_FOLDER,
@@ -276,12 +274,13 @@ class Scale:
         # Azurite serves from one Node.js thread: its CPU for a run is a floor under that run's
         # wall time, the same for both tools when they list the same blobs. What is left over is
         # each client's own time on the critical path (start-up, exit, gaps between requests).
-        self.azurite = {side: (statistics.median(cpu for _, cpu in rows),
-                               statistics.median(wall - cpu for wall, cpu in rows)) for side, rows in served.items()}
-        for side, (cpu, beyond) in self.azurite.items():
+        for side, rows in (("engine", engine), ("rclone", rclone)):
+            self.azurite[side] = (statistics.median(s.served_cpu for s in rows),
+                                  statistics.median(s.seconds - s.served_cpu for s in rows))
+            cpu, beyond = self.azurite[side]
             print(f"  {side} no-op {count}: Azurite CPU {cpu:.2f} s, wall beyond it {beyond:.2f} s "
-                  f"(medians of {runs}; runs {', '.join(f'{w:.2f}/{c:.2f}' for w, c in served[side])} s wall/CPU)",
-                  flush=True)
+                  f"(medians of {runs}; runs {', '.join(f'{s.seconds:.2f}/{s.served_cpu:.2f}' for s in rows)} "
+                  "s wall/CPU)", flush=True)
         return out
 
 
