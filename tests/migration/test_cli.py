@@ -294,6 +294,45 @@ def test_the_migration_commands_load_the_engine_only_once_the_target_is_listing(
     assert loaded.stdout.strip() == "[]", loaded.stdout
 
 
+def test_a_gcs_to_azure_run_copies_without_importing_grpc(cli_env, gcs_store, gcs_bucket, azure_store,
+                                                         azure_container):
+    # The venv has grpc (Pulumi's), the workload image has not; the engine speaks REST only,
+    # so the CLI opens its stores with it refused instead of paying its RSS and import.
+    seed(gcs_store, {"a": b"a", "b/c": b"bc"})
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'"
+             " and sys.modules[m] is not None), 'google.api_core' in sys.modules, file=sys.stderr))\n"
+             "from app.cli import main\nmain()")
+
+    result = subprocess.run([sys.executable, "-c", probe, "migrate", f"gs://{gcs_bucket}", f"az://{azure_container}",
+                             "--json"], env=cli_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert _json(result)["objects_copied"] == 2 and contents(azure_store) == {"a": b"a", "b/c": b"bc"}
+    assert result.stderr.strip().splitlines()[-1] == "loaded: [] True", result.stderr
+
+
+def test_grpc_is_refused_only_while_the_stores_open_and_never_when_already_imported():
+    probe = """
+import sys
+from migration.cli import _without_grpc
+with _without_grpc():
+    import google.api_core.exceptions as exceptions
+    try:
+        import grpc
+    except ImportError:
+        refused = True
+    else:
+        refused = False
+import grpc  # after the block: imports as usual
+with _without_grpc():
+    import grpc as again  # already imported: left alone
+print(refused, exceptions.grpc is None, again is grpc, sys.modules["grpc"] is grpc)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True", "True", "True"], result.stderr
+
+
 def test_the_package_still_exports_the_engine_api():
     import migration
     from migration import copier, report
