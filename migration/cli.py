@@ -53,6 +53,9 @@ _Shard = Annotated[
 ]
 #: With --dry-run --json, at most this many planned copies and deletions are listed (the counts are complete).
 JSON_PLAN_LIMIT = 1000
+#: glibc malloc arenas for the engine's threads (``_cap_malloc_arenas``); ``mallopt``'s M_ARENA_MAX.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8
 
 
 def _workers_option(help: str = "Parallel transfers.") -> Any:
@@ -142,6 +145,26 @@ def _without_grpc() -> Iterator[None]:
             del sys.modules["grpc"]
 
 
+def _cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at ``arenas`` before the engine's threads start; True if it was set.
+
+    glibc gives each new thread an arena of its own up to 8 per core, each
+    keeping its own freed memory: the listing, fan-out and transfer threads
+    of a 20,000-object GCS -> Azure no-op took 3-5 MiB more peak RSS than
+    with 2. A ``MALLOC_ARENA_MAX`` in the environment is the user's choice and
+    is left alone; elsewhere than glibc this does nothing.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 def _overlap(src: Any, dst: Any) -> bool:
     """True when one location lies inside the other (for directories, after resolving links)."""
     from migration.rules import normalize_prefix
@@ -167,6 +190,7 @@ def _run_on_pair(source_url: str, target_url: str, engine_name: str, show_bar: b
     import contextlib
     import importlib
 
+    _cap_malloc_arenas()
     src, src_prefix, dst, dst_prefix, early = _open_pair(source_url, target_url, options["workers"])
     try:
         engine = getattr(importlib.import_module("migration.copier"), engine_name)

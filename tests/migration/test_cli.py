@@ -333,6 +333,36 @@ print(refused, exceptions.grpc is None, again is grpc, sys.modules["grpc"] is gr
     assert result.stdout.split() == ["True", "True", "True", "True"], result.stderr
 
 
+_ARENA_PROBE = """
+import ctypes, sys, threading
+from migration.cli import _cap_malloc_arenas
+capped = _cap_malloc_arenas()
+both = threading.Barrier(8)
+def work():
+    both.wait()
+    kept = [bytearray(4096) for _ in range(200)]
+    both.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+print(capped)
+"""
+
+
+@pytest.mark.parametrize(("env", "capped", "arenas"), [({}, "True", 2), ({"MALLOC_ARENA_MAX": "3"}, "False", 3)])
+def test_the_engine_caps_malloc_arenas_unless_the_environment_chose(env, capped, arenas):
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    result = subprocess.run([sys.executable, "-c", _ARENA_PROBE], env={**base, **env}, cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True)
+
+    assert result.stdout.split() == [capped]
+    # Eight threads allocating at once would each take an arena of their own (up to 8 per core).
+    assert sum(line.startswith("Arena ") for line in result.stderr.splitlines()) == arenas, result.stderr
+
+
 def test_the_package_still_exports_the_engine_api():
     import migration
     from migration import copier, report
