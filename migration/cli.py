@@ -129,8 +129,8 @@ def _without_grpc() -> Iterator[None]:
     The engine speaks REST/JSON only. ``google-api-core`` imports ``grpc``
     when it is installed and works without it (it is the ``grpc`` extra);
     the workload image does not carry it, but a venv with the ``infra``
-    extra does (Pulumi needs it), where it cost every run 8 MiB of peak RSS
-    and ~50 ms of start-up. Refused only while the stores open, and only
+    extra does (Pulumi needs it), where it cost every run 8-10 MiB of peak
+    RSS and about 40 ms of start-up. Refused only while the stores open, and only
     when not imported yet: the Pulumi provider, which has it, is untouched,
     and a later import in the same process (a test's) works.
     """
