@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 
 #: Top-level packages of the ``infra`` extra and the project's Pulumi code.
@@ -30,24 +30,41 @@ def is_blocked(name: str) -> bool:
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
-    """A meta-path finder that refuses the blocked modules before any other finder looks for them."""
+    """A meta-path finder that refuses some modules before any other finder looks for them.
+
+    Finders are only asked for modules not imported yet: one already in
+    ``sys.modules`` is never refused.
+    """
+
+    def __init__(self, blocked: Callable[[str], bool], refusal: Callable[[str], ImportError]) -> None:
+        self._blocked = blocked
+        self._refusal = refusal
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> None:
-        if is_blocked(fullname):
-            raise InfraImportBlocked(
-                f"the workload must not import {fullname!r}: the container image carries only the workload "
-                "dependencies (Pulumi is the `infra` extra, for stacks/ and infra/)",
-                name=fullname,
-            )
+        if self._blocked(fullname):
+            raise self._refusal(fullname)
         return None
 
 
 @contextlib.contextmanager
-def no_infra_imports() -> Iterator[None]:
-    """Refuse new imports of Pulumi and the infra code inside the block."""
-    blocker = _Blocker()
+def refused_imports(blocked: Callable[[str], bool], refusal: Callable[[str], ImportError]) -> Iterator[None]:
+    """Inside the block, a new import of a module ``blocked(name)`` is true for raises ``refusal(name)``."""
+    blocker = _Blocker(blocked, refusal)
     sys.meta_path.insert(0, blocker)
     try:
         yield
     finally:
         sys.meta_path.remove(blocker)
+
+
+def _infra_refusal(fullname: str) -> InfraImportBlocked:
+    return InfraImportBlocked(
+        f"the workload must not import {fullname!r}: the container image carries only the workload "
+        "dependencies (Pulumi is the `infra` extra, for stacks/ and infra/)",
+        name=fullname,
+    )
+
+
+def no_infra_imports() -> contextlib.AbstractContextManager[None]:
+    """Refuse new imports of Pulumi and the infra code inside the block."""
+    return refused_imports(is_blocked, _infra_refusal)

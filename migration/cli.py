@@ -20,7 +20,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -122,27 +122,23 @@ def _open_pair(source_url: str, target_url: str, workers: int) -> tuple[Any, str
     return source, source_prefix, target, target_prefix, early
 
 
-@contextlib.contextmanager
-def _without_grpc() -> Iterator[None]:
+def _without_grpc() -> contextlib.AbstractContextManager[None]:
     """Import the cloud SDKs without gRPC, unless something in this process already imported it.
 
     The engine speaks REST/JSON only. ``google-api-core`` imports ``grpc``
     when it is installed and works without it (it is the ``grpc`` extra);
     the workload image does not carry it, but a venv with the ``infra``
     extra does (Pulumi needs it), where it cost every run 8-10 MiB of peak
-    RSS and about 40 ms of start-up. Refused only while the stores open, and only
-    when not imported yet: the Pulumi provider, which has it, is untouched,
-    and a later import in the same process (a test's) works.
+    RSS and about 40 ms of start-up. Refused only while the stores open, and
+    only when not imported yet: the Pulumi provider, which has it, is
+    untouched, and a later import in the same process (a test's) works.
     """
     if "grpc" in sys.modules:
-        yield
-        return
-    sys.modules["grpc"] = None  # type: ignore[assignment]  # "import grpc" raises ImportError
-    try:
-        yield
-    finally:
-        if "grpc" in sys.modules and sys.modules["grpc"] is None:
-            del sys.modules["grpc"]
+        return contextlib.nullcontext()
+    from app.workload_guard import refused_imports
+
+    return refused_imports(lambda name: name.partition(".")[0] == "grpc",
+                           lambda name: ModuleNotFoundError(f"{name} is not used by the engine", name=name))
 
 
 def _cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
@@ -187,7 +183,6 @@ def _run_on_pair(source_url: str, target_url: str, engine_name: str, show_bar: b
     listing is under way (``_open_pair``): its import is then off the way to
     the first request.
     """
-    import contextlib
     import importlib
 
     _cap_malloc_arenas()
