@@ -163,19 +163,23 @@ class Scale:
     def local(self, count: int, runs: int = 3) -> dict[str, Any]:
         """First copy (medians of ``runs`` alternating runs) and no-op rerun, file:// → file://, engine and rclone.
 
-        The source is read once before the runs, so the first copy of neither
-        tool pays for a cold page cache (reading 100k files back from disk
-        took the first of two engine runs 30 s against 16 s). Each run's
+        The source is read into the page cache before every run, so neither
+        tool's copy pays for a cold cache (reading 100k files back from disk
+        took the first of two engine runs 30 s against 16 s). Once before all
+        the runs was not enough: rclone drops what it read from the cache
+        (``fadvise(POSIX_FADV_DONTNEED)`` on each source file), so the run after
+        an rclone run read the source from disk (20k objects: 5.1-5.3 s for the
+        engine's copy after rclone's, 3.2-3.7 s after its own). Each run's
         writes are flushed (``os.sync()``, outside the timing) before the next
         starts: the engine ends its copy with a sync of its own, which would
         otherwise also write back whatever rclone's run before it left dirty.
         """
         src = seed_local(self.work / f"src-{count}", count)
-        warm(src)
         out: dict[str, Any] = {}
         engine, rclone, targets, rtargets = [], [], [], []
         for run in range(runs):
             for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
+                warm(src)
                 if side == "engine":
                     dst = self.work / f"dst-{uuid.uuid4().hex[:8]}"
                     dst.mkdir()
@@ -191,6 +195,7 @@ class Scale:
         self.leftovers += targets + rtargets
         out["engine copy"] = self.record(f"engine first copy {count} file:// (median of {runs}; planner RSS)",
                                          count, _median(engine))
+        warm(src)  # the no-op reruns too: rclone --checksum reads every source file again
         sample, report = self.engine(f"file://{src}", f"file://{targets[0]}")
         assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
         out["engine noop"] = self.record(f"engine no-op {count} file://", count, sample)
@@ -198,6 +203,7 @@ class Scale:
                                          _median(rclone))
         out["rclone noop"] = self.record(f"rclone no-op (size+modtime) {count}", count,
                                          self.rclone_run(str(src), str(rtargets[0])))
+        warm(src)
         out["rclone noop checksum"] = self.record(f"rclone no-op --checksum {count}", count,
                                                   self.rclone_run(str(src), str(rtargets[0]), "--checksum"))
         return out

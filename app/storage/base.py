@@ -327,9 +327,12 @@ def iter_body(body: Body, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
 
 def validate_key(key: str) -> str:
     """Reject keys no backend can hold the same way; return the key unchanged."""
-    if not key or key.startswith("/") or key.endswith("/"):
+    if not key or key[0] == "/" or key[-1] == "/":
         raise ValueError(f"invalid object key {key!r}: must be non-empty, no leading or trailing '/'")
-    if any(part in ("", ".", "..") for part in key.split("/")):
+    # The segments checked without splitting the key (this runs on every request and copy):
+    # a "." or ".." segment is the whole key, its start, its end or between two slashes.
+    if "//" in key or ("." in key and (key in (".", "..") or key.startswith(("./", "../"))
+                                       or key.endswith(("/.", "/..")) or "/./" in key or "/../" in key)):
         raise ValueError(f"invalid object key {key!r}: empty, '.' or '..' path segment")
     if "\x00" in key or len(key.encode()) > 1024:
         raise ValueError(f"invalid object key {key!r}: NUL byte or longer than 1024 bytes")

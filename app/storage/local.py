@@ -103,27 +103,40 @@ class LocalStore(ObjectStore):
     @contextlib.contextmanager
     def _locked(self, key: str, exclusive: bool = True) -> Iterator[None]:
         """Hold ``key``'s lock stripe (shared for readers), across processes."""
+        fd = self._take_stripe(key, exclusive)
+        try:
+            yield
+        finally:
+            if fd >= 0:
+                os.close(fd)  # releases the flock
+
+    def _take_stripe(self, key: str, exclusive: bool = True) -> int:
+        """Take ``key``'s lock stripe; the descriptor whose close releases it (-1: no lock to take).
+
+        ``_locked`` without the context manager, for ``put`` (its generator was a
+        few per cent of a small put).
+        """
         if exclusive:
             self._ensure_internal()  # checks the root exists the first time, and when its lock files are gone
             try:
-                fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:  # someone removed .spotshift/ since
                 self._ensure_internal(force=True)
-                fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         else:
             # Readers take the lock only if a writer ever made it: a store nobody
             # wrote to (or on a read-only mount) is read without one.
             self._require_root()
             try:
-                fd = os.open(self._lock_path(key), os.O_RDONLY)
+                fd = os.open(self._lock_path(key), os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
-                yield
-                return
+                return -1
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _require_root(self) -> None:
         if not os.path.isdir(self.root):
@@ -154,7 +167,7 @@ class LocalStore(ObjectStore):
 
     def _make_parent(self, path: str) -> None:
         """Make ``path``'s folder unless this store saw it made (a folder pruned since is remade by ``_replace``)."""
-        parent = os.path.dirname(path)
+        parent = path.rpartition("/")[0]  # os.path.dirname, for the store's own paths (a tenth of its cost)
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
             if len(self._made) >= 10_000:
@@ -289,7 +302,8 @@ class LocalStore(ObjectStore):
                 fd = -1
             inode = written.st_ino
             hasher.check(key, expected_md5, expected_crc32c)
-            with self._locked(key):
+            lock = self._take_stripe(key)
+            try:
                 if if_absent or if_version is not None:
                     try:
                         current = self._read_info(key)
@@ -334,6 +348,8 @@ class LocalStore(ObjectStore):
                     updated=datetime.fromtimestamp(written.st_mtime_ns / 1e9, tz=timezone.utc),
                     metadata=sidecar["metadata"], content_encoding=content_encoding, cache_control=cache_control,
                 )
+            finally:
+                os.close(lock)  # releases the flock
         finally:
             if fd >= 0:
                 os.close(fd)  # an unnamed file not linked yet disappears with its last descriptor
@@ -354,7 +370,7 @@ class LocalStore(ObjectStore):
         nothing behind. Filesystems without ``O_TMPFILE`` get the named file.
         """
         if _UNNAMED_FILES and self._unnamed:
-            parent = os.path.dirname(path)
+            parent = path.rpartition("/")[0]
             for _ in range(8):
                 try:
                     folder = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

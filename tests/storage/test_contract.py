@@ -427,6 +427,36 @@ def test_invalid_keys_are_rejected_before_any_call(store: ObjectStore) -> None:
             store.head(key)
 
 
+def test_key_validation_decides_as_splitting_into_segments_would() -> None:
+    """``validate_key`` checks segments without splitting; every key of up to 6 symbols gets the split rule's answer."""
+    import itertools
+
+    from app.storage.base import validate_key
+
+    def by_segments(key: str) -> bool:
+        if not key or key.startswith("/") or key.endswith("/"):
+            return False
+        if any(part in ("", ".", "..") for part in key.split("/")):
+            return False
+        try:
+            return "\x00" not in key and len(key.encode()) <= 1024
+        except UnicodeEncodeError:  # a lone surrogate: no backend can store it
+            return False
+
+    def accepted(key: str) -> bool:
+        try:
+            return validate_key(key) == key
+        except ValueError:
+            return False
+
+    symbols = ["/", ".", "..", "a", "-", "é", "\x00"]
+    keys = ["".join(parts) for size in range(7) for parts in itertools.product(symbols, repeat=size)]
+    keys += ["a" * 1024, "a" * 1025, "é" * 512, "é" * 513, "x/" + "a" * 1022, "\ud800"]
+    wrong = [key for key in keys if accepted(key) != by_segments(key)]
+    assert not wrong, wrong[:10]
+    assert sum(map(accepted, keys)) > 1000  # the alphabet reaches both answers
+
+
 # -- no secrets ---------------------------------------------------------------------------------
 
 
