@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from app.storage import (
     PreconditionFailed,
     StorageConfigError,
 )
+from app.storage.base import validate_key
 from app.storage.emulators import AZURITE_KEY
 from tests.conftest import unique_name
 
@@ -429,9 +431,6 @@ def test_invalid_keys_are_rejected_before_any_call(store: ObjectStore) -> None:
 
 def test_key_validation_decides_as_splitting_into_segments_would() -> None:
     """``validate_key`` checks segments without splitting; every key of up to 6 symbols gets the split rule's answer."""
-    import itertools
-
-    from app.storage.base import validate_key
 
     def by_segments(key: str) -> bool:
         if not key or key.startswith("/") or key.endswith("/"):
