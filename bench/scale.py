@@ -136,7 +136,8 @@ class Scale:
         self.rows: list[tuple[str, int, Any]] = []
         #: Targets to remove once every figure is taken (removing 100k files takes minutes on this disk).
         self.leftovers: list[Path] = []
-        #: Per tool, from the emulator no-op: (median Azurite CPU s, median wall minus Azurite CPU s).
+        #: Per tool ("engine", "rclone", and "engine folder"/"rclone folder" for the one-folder runs), from the
+        #: emulator no-op: (median Azurite CPU s, median wall minus Azurite CPU s).
         self.azurite: dict[str, tuple[float, float]] = {}
 
     def clean_up(self) -> None:
@@ -225,7 +226,7 @@ class Scale:
                                     self.rclone_run(str(src), str(empty), "--dry-run"))
         return out
 
-    def emulators(self, count: int, gcs: Any, azurite: Any, config: Path, runs: int = 3) -> dict[str, Any]:
+    def emulators(self, count: int, gcs: Any, azurite: Any, config: Path, runs: int = 5) -> dict[str, Any]:
         """No-op rerun fake-gcs-server → Azurite, engine and rclone --checksum on the same up-to-date target.
 
         rclone checks the engine's copies (same size, same Content-MD5: it copies
@@ -235,7 +236,9 @@ class Scale:
         what an earlier version of this section waited for and never saw end:
         rclone uploads every object as blocks, which costs Azurite about 3x
         the CPU of one Put Blob.
-        Medians of ``runs`` alternating runs.
+        Medians of ``runs`` alternating runs: Azurite's CPU for the same listing
+        varies by 10-20 % from run to run (2.3 to 3.5 s for 20,000 blobs), and
+        the runs cost seconds next to the minutes of seeding.
         """
         bucket = f"scale-{count}"
         gcs.create_bucket(bucket)
@@ -283,6 +286,9 @@ class Scale:
         for side, rows in (("engine", engine), ("rclone", rclone)):
             self.azurite[side] = (statistics.median(s.served_cpu for s in rows),
                                   statistics.median(s.seconds - s.served_cpu for s in rows))
+            self.azurite[f"{side} folder"] = (
+                statistics.median(s.served_cpu for s in samples[(side, f"/{folder}")]),
+                statistics.median(s.seconds - s.served_cpu for s in samples[(side, f"/{folder}")]))
             cpu, beyond = self.azurite[side]
             print(f"  {side} no-op {count}: Azurite CPU {cpu:.2f} s, wall beyond it {beyond:.2f} s "
                   f"(medians of {runs}; runs {', '.join(f'{s.seconds:.2f}/{s.served_cpu:.2f}' for s in rows)} "
@@ -350,3 +356,12 @@ def summarize(local: dict[str, Any] | None, n_local: int, dry: dict[str, Any] | 
               f"{azurite['engine'][0] / azurite['rclone'][0]:.2f} ({azurite['engine'][0]:.2f} s vs "
               f"{azurite['rclone'][0]:.2f} s); wall beyond Azurite's CPU: engine {azurite['engine'][1]:.2f} s, "
               f"rclone {azurite['rclone'][1]:.2f} s")
+    if azurite and {"engine folder", "rclone folder"} <= azurite.keys() and n_emu > PER_FOLDER:
+        # The client's own share of the listing: wall time not covered by Azurite's CPU,
+        # per object, with the one-folder run taking each tool's start-up and exit out.
+        own = {side: (azurite[side][1] - azurite[f"{side} folder"][1]) / (n_emu - PER_FOLDER) * 1e6
+               for side in ("engine", "rclone")}
+        print(f"  emulator no-op client time beyond Azurite's CPU per object, fixed cost out: "
+              f"engine {own['engine']:.1f} µs, rclone {own['rclone']:.1f} µs "
+              f"(one folder beyond Azurite's CPU: engine {azurite['engine folder'][1]:.2f} s, "
+              f"rclone {azurite['rclone folder'][1]:.2f} s)")
