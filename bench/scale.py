@@ -33,7 +33,7 @@ import random
 import shutil
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,21 +187,20 @@ class Scale:
         src = seed_local(self.work / f"src-{count}", count)
         out: dict[str, Any] = {}
         engine, rclone, targets, rtargets = [], [], [], []
-        for run in range(runs):
-            for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
-                warm(src)
-                if side == "engine":
-                    dst = self.work / f"dst-{uuid.uuid4().hex[:8]}"
-                    dst.mkdir()
-                    sample, report = self.engine(f"file://{src}", f"file://{dst}")
-                    assert report["objects_copied"] == count and report["verified"], report
-                    engine.append(sample)
-                    targets.append(dst)
-                else:
-                    rdst = self.work / f"rclone-{uuid.uuid4().hex[:8]}"
-                    rclone.append(self.rclone_run(str(src), str(rdst), "--transfers", "32"))
-                    rtargets.append(rdst)
-                os.sync()
+        for side in _alternating(runs):
+            warm(src)
+            if side == "engine":
+                dst = self.work / f"dst-{uuid.uuid4().hex[:8]}"
+                dst.mkdir()
+                sample, report = self.engine(f"file://{src}", f"file://{dst}")
+                assert report["objects_copied"] == count and report["verified"], report
+                engine.append(sample)
+                targets.append(dst)
+            else:
+                rdst = self.work / f"rclone-{uuid.uuid4().hex[:8]}"
+                rclone.append(self.rclone_run(str(src), str(rdst), "--transfers", "32"))
+                rtargets.append(rdst)
+            os.sync()
         self.leftovers += targets + rtargets
         out["engine copy"] = self.record(f"engine first copy {count} file:// (median of {runs}; planner RSS)",
                                          count, _median(engine))
@@ -210,16 +209,15 @@ class Scale:
         # and drops each from the cache after (its second and third runs read the target from
         # disk: 100k objects, a median of 26.21 s against 7.01 s for one run; 20k, 2.85 s against 1.27-1.59 s).
         noops: dict[str, list[Any]] = {"engine": [], "rclone": []}
-        for run in range(runs):
-            for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
-                warm(src)
-                warm(targets[0] if side == "engine" else rtargets[0])
-                if side == "engine":
-                    sample, report = self.engine(f"file://{src}", f"file://{targets[0]}")
-                    assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
-                else:
-                    sample = self.rclone_run(str(src), str(rtargets[0]), "--checksum")
-                noops[side].append(sample)
+        for side in _alternating(runs):
+            warm(src)
+            warm(targets[0] if side == "engine" else rtargets[0])
+            if side == "engine":
+                sample, report = self.engine(f"file://{src}", f"file://{targets[0]}")
+                assert report["objects_copied"] == 0 and report["objects_skipped"] == count, report
+            else:
+                sample = self.rclone_run(str(src), str(rtargets[0]), "--checksum")
+            noops[side].append(sample)
         out["engine noop"] = self.record(f"engine no-op {count} file:// (median of {runs})", count,
                                          _median(noops["engine"]))
         out["rclone copy"] = self.record(f"rclone first copy {count} file:// (median of {runs})", count,
@@ -246,17 +244,16 @@ class Scale:
         empty.mkdir(exist_ok=True)
         out: dict[str, Any] = {}
         samples: dict[str, list[Any]] = {"engine": [], "rclone": []}
-        for run in range(runs):
-            for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
-                warm_tree(src)
-                warm_tree(empty)
-                if side == "engine":
-                    sample, report = self.engine(f"file://{src}", f"file://{empty}", "--dry-run")
-                    assert report["objects_planned"] == count, {k: v for k, v in report.items()
-                                                                if not k.startswith("planned")}
-                else:
-                    sample = self.rclone_run(str(src), str(empty), "--dry-run")
-                samples[side].append(sample)
+        for side in _alternating(runs):
+            warm_tree(src)
+            warm_tree(empty)
+            if side == "engine":
+                sample, report = self.engine(f"file://{src}", f"file://{empty}", "--dry-run")
+                assert report["objects_planned"] == count, {k: v for k, v in report.items()
+                                                            if not k.startswith("planned")}
+            else:
+                sample = self.rclone_run(str(src), str(empty), "--dry-run")
+            samples[side].append(sample)
         listed = {side: "/".join(f"{s.seconds:.2f}" for s in rows) for side, rows in samples.items()}
         out["engine"] = self.record(f"engine dry run {count} file:// (median of {runs})", count,
                                     _median(samples["engine"]))
@@ -296,18 +293,17 @@ class Scale:
         # fixed cost (start-up, exit) out of the listing throughput.
         folder = key_of(0).split("/")[0]
         samples: dict[tuple[str, str], list[Any]] = {}
-        for run in range(runs):
-            for side in (("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")):
-                for path, objects in (("", count), (f"/{folder}", PER_FOLDER)):
-                    azurite_before = azurite.cpu_seconds()
-                    if side == "engine":
-                        sample, report = self.engine(f"gs://{bucket}{path}", f"az://{container}{path}")
-                        assert report["objects_copied"] == 0 and report["objects_skipped"] == objects, report
-                    else:
-                        sample = self.rclone_run(f"gcs:{bucket}{path}", f"az:{container}{path}", "--checksum",
-                                                 config=config)
-                    sample.served_cpu = azurite.cpu_seconds() - azurite_before
-                    samples.setdefault((side, path), []).append(sample)
+        for side in _alternating(runs):
+            for path, objects in (("", count), (f"/{folder}", PER_FOLDER)):
+                azurite_before = azurite.cpu_seconds()
+                if side == "engine":
+                    sample, report = self.engine(f"gs://{bucket}{path}", f"az://{container}{path}")
+                    assert report["objects_copied"] == 0 and report["objects_skipped"] == objects, report
+                else:
+                    sample = self.rclone_run(f"gcs:{bucket}{path}", f"az:{container}{path}", "--checksum",
+                                             config=config)
+                sample.served_cpu = azurite.cpu_seconds() - azurite_before
+                samples.setdefault((side, path), []).append(sample)
         engine = samples[("engine", "")]
         rclone = samples[("rclone", "")]
         out["engine folder"] = self.record(f"engine no-op {PER_FOLDER} (one folder; median of {runs})", PER_FOLDER,
@@ -338,6 +334,12 @@ class Scale:
                   f"(medians of {runs}; runs {', '.join(f'{s.seconds:.2f}/{s.served_cpu:.2f}' for s in rows)} "
                   "s wall/CPU)", flush=True)
         return out
+
+
+def _alternating(runs: int) -> Iterator[str]:
+    """``runs`` rounds of "engine" and "rclone", the order swapped every round (neither always goes first)."""
+    for run in range(runs):
+        yield from ("engine", "rclone") if run % 2 == 0 else ("rclone", "engine")
 
 
 def _median(samples: list[Any]) -> Any:
